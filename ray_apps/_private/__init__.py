@@ -1,0 +1,1 @@
+"""Helpers nobody outside the package should import."""

@@ -1,0 +1,57 @@
+"""Connecting a driver to the platform's Ray cluster with its auth token."""
+
+from __future__ import annotations
+
+import os
+
+import ray
+from ray._private import ray_constants
+from ray._raylet import AuthenticationTokenLoader, Config
+
+from ray_apps._private.processes import port_accepts
+from ray_apps.config import Settings
+from ray_apps.errors import UserError
+
+
+def connect_ray(settings: Settings) -> None:
+    """Connect this process to the cluster (no-op when already connected, e.g. inside a job).
+
+    Raises:
+        UserError: the head is not reachable or refuses the token.
+    """
+    if ray.is_initialized():
+        return
+    os.environ.update(settings.ray_env())
+    # Ray reads these variables when it is first imported; make it read them again, as Ray's
+    # own test utilities do. Without the first, Ray 2.60 rewrites a loopback address to the
+    # machine's network address.
+    if settings.ray.managed:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+    if "RAY_ADDRESS" in os.environ and os.environ.get("RAY_JOB_ID"):
+        address = None  # a submitted job: the job supervisor set the address
+    else:
+        address = settings.ray_address
+        host, _, port = address.rpartition(":")
+        if not port_accepts(int(port), host):
+            raise UserError(
+                f"the Ray head at {address} is not reachable; run `ray-apps stack up`"
+                " (or set RAY_APPS_RAY__ADDRESS)"
+            )
+        if settings.ray.managed and not settings.ray_token_path.is_file():
+            raise UserError(
+                f"no Ray auth token at {settings.ray_token_path}; "
+                "was the stack started with another state folder?"
+            )
+    try:
+        ray.init(
+            address=address,
+            namespace=settings.ray.namespace,
+            log_to_driver=True,
+            logging_level="WARNING",
+        )
+    except (ray.exceptions.AuthenticationError, ConnectionError) as exc:
+        raise UserError(
+            f"the Ray head at {address} refused the connection: {str(exc).splitlines()[0]}"
+        ) from exc

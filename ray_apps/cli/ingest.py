@@ -1,0 +1,26 @@
+"""``ray-apps ingest``: load, validate and store bars."""
+
+from __future__ import annotations
+
+import argparse
+
+from ray_apps.config import load_settings
+from ray_apps.jobs.ingest import add_arguments, request_from_args, run_ingest
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the ``ingest`` sub-command."""
+    parser = commands.add_parser(
+        "ingest",
+        help="load bars from a source into the offline store",
+        description="Validate bars and store them in ClickHouse; rejected rows are quarantined "
+        "with their reason. Ingesting the same data again leaves one copy.",
+    )
+    add_arguments(parser)
+    parser.set_defaults(handler=_ingest)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    summary = run_ingest(request_from_args(args), load_settings())
+    print(summary.render())
+    return 0

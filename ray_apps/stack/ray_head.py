@@ -1,0 +1,114 @@
+"""The Ray head: token authentication on, everything bound to loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+import requests
+from typing_extensions import override
+
+from ray_apps.config import LOOPBACK
+from ray_apps.stack.service import Service, find_binary, venv_path_env
+
+GIB = 1024**3
+
+
+class RayHead(Service):
+    """Compute: jobs, Tune sweeps, Serve, Ray Data; the dashboard at 127.0.0.1:8265."""
+
+    name = "ray"
+    port_setting = "RAY_APPS_RAY__PORT"
+    stop_grace_s = 5.0  # its components exit on SIGTERM; `ray start --block` itself hangs
+
+    @override
+    @property
+    def managed(self) -> bool:
+        return self.settings.ray.managed
+
+    @override
+    @property
+    def url(self) -> str:
+        return self.settings.dashboard_url
+
+    @property
+    def temp_dir(self) -> Path:
+        """Ray's session folder: short (socket paths are limited), one per state folder."""
+        digest = hashlib.sha1(str(self.settings.state_dir).encode()).hexdigest()[:10]
+        return Path("/tmp") / f"ray-apps-{digest}"
+
+    @override
+    def ports(self) -> dict[str, int]:
+        cfg = self.settings.ray
+        return {
+            "gcs": cfg.port,
+            "dashboard": cfg.dashboard_port,
+            "client server": cfg.client_server_port,
+            "dashboard agent": cfg.dashboard_agent_listen_port,
+        }
+
+    @override
+    def prepare(self) -> None:
+        super().prepare()
+        token_path = self.settings.ray_token_path
+        if not token_path.is_file():
+            token_path.write_text(secrets.token_hex(32))
+        os.chmod(token_path, 0o600)
+
+    @override
+    def command(self) -> list[str]:
+        cfg = self.settings.ray
+        cmd = [
+            find_binary("ray", "reinstall the project (pip package ray)"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            LOOPBACK,
+            "--port",
+            str(cfg.port),
+            "--dashboard-host",
+            LOOPBACK,
+            "--dashboard-port",
+            str(cfg.dashboard_port),
+            "--ray-client-server-port",
+            str(cfg.client_server_port),
+            "--dashboard-agent-listen-port",
+            str(cfg.dashboard_agent_listen_port),
+            "--min-worker-port",
+            str(cfg.min_worker_port),
+            "--max-worker-port",
+            str(cfg.max_worker_port),
+            "--object-store-memory",
+            str(int(cfg.object_store_memory_gb * GIB)),
+            "--temp-dir",
+            str(self.temp_dir),
+            "--disable-usage-stats",
+        ]
+        if cfg.num_cpus is not None:
+            cmd += ["--num-cpus", str(cfg.num_cpus)]
+        return cmd
+
+    @override
+    def env(self) -> dict[str, str]:
+        """The head's environment, inherited by every worker and job driver.
+
+        The venv's ``bin`` goes first so a job's ``python`` is the venv's; the state folder and
+        every ``RAY_APPS_`` setting go along so jobs and actors see the same configuration.
+        """
+        env = venv_path_env() | self.settings.ray_env() | self.settings.s3_env()
+        env["RAY_APPS_STATE_DIR"] = str(self.settings.state_dir)
+        env["MLFLOW_TRACKING_URI"] = self.settings.mlflow.uri
+        if "RAY_APPS_CONFIG" in env:
+            env["RAY_APPS_CONFIG"] = str(Path(env["RAY_APPS_CONFIG"]).resolve())
+        return env
+
+    @override
+    def healthy(self) -> bool:
+        token = self.settings.ray_token_path.read_text().strip()
+        reply = requests.get(
+            f"{self.url}/api/version", timeout=2, headers={"Authorization": f"Bearer {token}"}
+        )
+        return reply.status_code == 200

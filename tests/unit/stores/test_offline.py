@@ -1,0 +1,81 @@
+"""The offline store's SQL on the embedded engine (chdb, in this process; no servers)."""
+
+import pandas as pd
+import pytest
+
+from ray_apps.config import Settings
+from ray_apps.marketdata.synthetic import SyntheticSpec, generate_bars
+from ray_apps.marketdata.validation import validate_bars
+from ray_apps.stores.offline import OfflineStore
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    # chdb allows one engine folder per process: every test here shares this one.
+    opened = OfflineStore.open(Settings(state_dir=tmp_path_factory.mktemp("state")))
+    yield opened
+    opened.close()
+
+
+def bars(n_symbols=3, n_bars=50, seed=1, interval="1d"):
+    return generate_bars(
+        SyntheticSpec(n_symbols=n_symbols, n_bars=n_bars, seed=seed, interval=interval)
+    )
+
+
+def test_ingesting_twice_keeps_one_copy_and_the_latest_values(store):
+    first = bars(seed=1).assign(symbol=lambda f: "DUP" + f["symbol"])
+    store.insert_bars(first)
+    store.insert_bars(first)
+    again = first.assign(
+        close=first["close"] * 1.01, high=first["high"] * 1.01
+    )  # a corrected re-delivery
+    store.insert_bars(again)
+    stored = store.bars(sorted(first["symbol"].unique()))
+    assert len(stored) == len(first)
+    assert stored["close"].to_numpy() == pytest.approx(again["close"].to_numpy())
+
+
+def test_round_trip_and_time_range(store):
+    frame = bars(n_symbols=2, n_bars=30, seed=2).assign(symbol=lambda f: "RT" + f["symbol"])
+    store.insert_bars(frame)
+    one = frame[frame["symbol"] == "RTSYN0001"].reset_index(drop=True)
+    start, end = one["ts"].iloc[5], one["ts"].iloc[10]
+    got = store.bars(["RTSYN0001"], start, end)
+    expected = one.iloc[5:10].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got.astype(expected.dtypes.to_dict()), expected)
+
+
+def test_symbols_and_latest(store):
+    frame = bars(n_symbols=2, n_bars=20, seed=3, interval="1h").assign(
+        symbol=lambda f: "LT" + f["symbol"]
+    )
+    store.insert_bars(frame)
+    listing = store.symbols().set_index("symbol").loc[["LTSYN0000", "LTSYN0001"]]
+    assert listing["bars"].tolist() == [20, 20]
+    assert (listing["interval"] == "1h").all()
+    assert listing["first_ts"].iloc[0] == frame["ts"].min()
+    latest = store.latest(["LTSYN0000", "LTSYN0001"])
+    assert latest["ts"].tolist() == [frame["ts"].max()] * 2
+    last = frame[frame["symbol"] == "LTSYN0000"].iloc[-1]
+    assert latest.iloc[0]["close"] == last["close"]
+
+
+def test_quarantine_is_kept_with_reasons(store):
+    raw = pd.DataFrame(
+        {
+            "symbol": ["Q", "Q", ""],
+            "ts": ["2024-01-02", "bad", "2024-01-04"],
+            "open": ["1", "1", "1"],
+            "high": ["2", "2", "2"],
+            "low": ["1", "1", "1"],
+            "close": ["1", "1", "1"],
+            "volume": ["1", "1", "1"],
+        }
+    )
+    result = validate_bars(raw, interval="1d")
+    store.insert_quarantine(result.quarantined, "ing1", "test.csv")
+    assert store.quarantine_counts("ing1") == {"unparseable_ts": 1, "missing_symbol": 1}
+    rows = store.quarantine("ing1")
+    assert sorted(rows["row_number"].tolist()) == [1, 2]
+    assert set(rows["source"]) == {"test.csv"}

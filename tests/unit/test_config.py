@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from ray_apps.config import Settings, load_settings
+from ray_apps.errors import UserError
+
+
+def test_defaults_keep_redis_off_rays_port(tmp_path):
+    settings = Settings(state_dir=tmp_path)
+    assert settings.redis.port != settings.ray.port == 6379
+    assert settings.state_dir.is_absolute()
+
+
+def test_nested_env_and_yaml_file(tmp_path, monkeypatch):
+    config = tmp_path / "ray-apps.yaml"
+    config.write_text("redis:\n  port: 7001\nmlflow:\n  port: 5100\n")
+    monkeypatch.setenv("RAY_APPS_CONFIG", str(config))
+    monkeypatch.setenv("RAY_APPS_MLFLOW__PORT", "5200")
+    settings = Settings(state_dir=tmp_path)
+    assert settings.redis.port == 7001  # from the file
+    assert settings.mlflow.port == 5200  # the environment wins over the file
+    assert settings.mlflow.uri == "http://127.0.0.1:5200"
+
+
+def test_bad_value_names_the_setting_and_its_variable(monkeypatch):
+    monkeypatch.setenv("RAY_APPS_REDIS__PORT", "not-a-port")
+    with pytest.raises(UserError, match=r"redis.port \(RAY_APPS_REDIS__PORT\)"):
+        load_settings()
+
+
+def test_unknown_key_in_yaml_is_rejected(tmp_path, monkeypatch):
+    config = tmp_path / "c.yaml"
+    config.write_text("redis:\n  prot: 7001\n")
+    monkeypatch.setenv("RAY_APPS_CONFIG", str(config))
+    with pytest.raises(UserError, match=r"redis\.prot"):
+        load_settings()
+
+
+def test_generated_secrets_fill_unset_credentials_and_never_print(tmp_path):
+    (tmp_path / "secrets.json").write_text(
+        json.dumps(
+            {
+                "s3_access_key": "AK123",
+                "s3_secret_key": "SK-very-secret",
+                "redis_password": "pw-very-secret",
+            }
+        )
+    )
+    settings = Settings(state_dir=tmp_path)
+    assert settings.s3.secret_key.get_secret_value() == "SK-very-secret"
+    assert "very-secret" not in repr(settings)
+    assert "very-secret" not in settings.model_dump_json()
+    assert "very-secret" not in settings.redis_url
+
+
+def test_external_services_take_their_urls(tmp_path):
+    settings = Settings(
+        state_dir=tmp_path, kafka={"managed": False, "bootstrap_servers": "k1:9092,k2:9092"}
+    )
+    assert settings.kafka.servers == "k1:9092,k2:9092"

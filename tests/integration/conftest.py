@@ -1,0 +1,128 @@
+"""One real local stack for the whole integration session, on free ports in a temp folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ray_apps._private.processes import port_is_free
+from ray_apps.config import Settings
+
+BIN = Path(sys.executable).parent
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports p in 21000-29999 with p and p + 10000 free (SeaweedFS puts gRPC at +10000)."""
+    ports: list[int] = []
+    candidates = list(range(21000, 30000))
+    random.shuffle(candidates)
+    for port in candidates:
+        if port_is_free(port) and port_is_free(port + 10000):
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise RuntimeError("not enough free ports")
+
+
+def stack_overrides(state_dir: Path) -> dict:
+    """Settings for a private stack: its own state folder and ports."""
+    s3, master, volume, filer, redis, kafka, mlflow, gcs, dash, client, agent = free_ports(11)
+    worker = random.randrange(42000, 58000, 1000)
+    return {
+        "state_dir": str(state_dir),
+        "health_timeout_s": 120,
+        "s3": {"port": s3, "master_port": master, "volume_port": volume, "filer_port": filer},
+        "redis": {"port": redis},
+        "kafka": {"port": kafka},
+        "mlflow": {"port": mlflow},
+        "ray": {
+            "port": gcs,
+            "dashboard_port": dash,
+            "client_server_port": client,
+            "dashboard_agent_listen_port": agent,
+            "min_worker_port": worker,
+            "max_worker_port": worker + 999,
+            "object_store_memory_gb": 1.0,
+        },
+    }
+
+
+def to_env(overrides: dict, prefix: str = "RAY_APPS_") -> dict[str, str]:
+    """The environment variables that express ``overrides``."""
+    env = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            env |= to_env(value, f"{prefix}{key.upper()}__")
+        else:
+            env[f"{prefix}{key.upper()}"] = str(value)
+    return env
+
+
+@dataclass
+class Stack:
+    """A running stack and helpers to drive it the way a user does."""
+
+    overrides: dict
+    env: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        clean = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("RAY_APPS_", "RAY_AUTH", "RAY_ADDRESS"))
+        }
+        self.env = clean | to_env(self.overrides) | {"PATH": f"{BIN}:{os.environ['PATH']}"}
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(**self.overrides)
+
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+    ) -> subprocess.CompletedProcess:
+        """Run a command with this stack's settings; output is text."""
+        return subprocess.run(
+            list(args),
+            env=env or self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def cli(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        """Run ``ray-apps ARGS``."""
+        return self.run(str(BIN / "ray-apps"), *args, **kwargs)
+
+    def ok(self, *args: str) -> str:
+        """Run ``ray-apps ARGS``, fail the test on a non-zero exit, return stdout."""
+        done = self.cli(*args)
+        assert done.returncode == 0, f"ray-apps {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def records(self, *args: str) -> list[dict]:
+        """JSON records of ``ray-apps data --json ARGS``."""
+        return [
+            json.loads(line)
+            for line in self.ok("data", "--json", *args).splitlines()
+            if line.strip()
+        ]
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    running = Stack(stack_overrides(tmp_path_factory.mktemp("stack") / "state"))
+    up = running.cli("stack", "up")
+    if up.returncode != 0:
+        running.cli("stack", "down")
+        pytest.fail(f"stack up failed:\n{up.stdout}\n{up.stderr}")
+    yield running
+    down = running.cli("stack", "down")
+    assert down.returncode == 0, down.stderr

@@ -113,6 +113,11 @@ class MlflowSettings(_Section):
     tracking_uri: str | None = Field(None, description="default the local server.")
     port: Port = Field(5000, description="Port of the local server.")
     workers: PositiveInt = Field(1, description="Server worker processes.")
+    job_execution: bool = Field(
+        False,
+        description="MLflow's server-side jobs (GenAI evaluation, prompt optimization): seven "
+        "worker processes, about 1.9 GB idle; the platform does not use them.",
+    )
 
     @property
     def uri(self) -> str:
@@ -207,6 +212,11 @@ class Settings(BaseSettings):
             env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.ray_token_path)}
         return env
 
+    def public_env(self) -> dict[str, str]:
+        """Every setting except credentials as ``RAY_APPS_`` variables, for child processes."""
+        values = self.model_dump(mode="json", exclude_none=True)
+        return {k: v for k, v in settings_env(values).items() if v != str(SecretStr("x"))}
+
     def s3_env(self) -> dict[str, str]:
         """Environment for boto3/MLflow/pyarrow clients of the object store."""
         if self.s3.access_key is None or self.s3.secret_key is None:
@@ -262,6 +272,17 @@ def apply_generated_secrets(settings: Settings) -> None:
         s3.secret_key = SecretStr(generated["s3_secret_key"])
     if redis.managed and redis.password is None and "redis_password" in generated:
         redis.password = SecretStr(generated["redis_password"])
+
+
+def settings_env(values: dict[str, Any], prefix: str = "RAY_APPS_") -> dict[str, str]:
+    """The environment variables that express nested setting ``values``."""
+    env = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            env |= settings_env(value, f"{prefix}{key.upper()}__")
+        else:
+            env[f"{prefix}{key.upper()}"] = str(value)
+    return env
 
 
 def load_settings(**overrides: Any) -> Settings:

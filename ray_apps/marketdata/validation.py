@@ -162,7 +162,8 @@ def _intervals(
     """The interval of each row: its own column, the given one, or one inferred from ``ts``."""
     if "interval" in raw.columns:
         values = raw["interval"].astype("string").str.strip()
-        ok = values.fillna("").map(lambda v: INTERVAL_PATTERN.match(v) is not None).to_numpy(bool)
+        known = {v for v in values.dropna().unique() if INTERVAL_PATTERN.match(v)}
+        ok = values.isin(known).fillna(False).to_numpy(bool)
         verdicts.flag(~ok, "invalid_interval", "interval")
         return values.astype(object)
     if interval is None:

@@ -54,7 +54,10 @@ class MlflowServer(Service):
 
     @override
     def env(self) -> dict[str, str]:
-        return super().env() | self.settings.s3_env()
+        enabled = "true" if self.settings.mlflow.job_execution else "false"
+        return (
+            super().env() | self.settings.s3_env() | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": enabled}
+        )
 
     @override
     def healthy(self) -> bool:

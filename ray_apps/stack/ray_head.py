@@ -95,13 +95,14 @@ class RayHead(Service):
     def env(self) -> dict[str, str]:
         """The head's environment, inherited by every worker and job driver.
 
-        The venv's ``bin`` goes first so a job's ``python`` is the venv's; the state folder and
-        every ``RAY_APPS_`` setting go along so jobs and actors see the same configuration.
+        The venv's ``bin`` goes first so a job's ``python`` is the venv's; every setting but the
+        credentials goes along as ``RAY_APPS_`` variables, so jobs and actors see the same
+        configuration (they read generated credentials from the state folder).
         """
         env = venv_path_env() | self.settings.ray_env() | self.settings.s3_env()
-        env["RAY_APPS_STATE_DIR"] = str(self.settings.state_dir)
+        env |= self.settings.public_env()
         env["MLFLOW_TRACKING_URI"] = self.settings.mlflow.uri
-        if "RAY_APPS_CONFIG" in env:
+        if "RAY_APPS_CONFIG" in env:  # credentials given in the file still reach the workers
             env["RAY_APPS_CONFIG"] = str(Path(env["RAY_APPS_CONFIG"]).resolve())
         return env
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -12,57 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from ray_apps._private.processes import port_is_free
-from ray_apps.config import Settings
+from ray_apps.config import Settings, settings_env
+from ray_apps.stack.isolated import isolated_overrides
 
 BIN = Path(sys.executable).parent
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports p in 21000-29999 with p and p + 10000 free (SeaweedFS puts gRPC at +10000)."""
-    ports: list[int] = []
-    candidates = list(range(21000, 30000))
-    random.shuffle(candidates)
-    for port in candidates:
-        if port_is_free(port) and port_is_free(port + 10000):
-            ports.append(port)
-            if len(ports) == count:
-                return ports
-    raise RuntimeError("not enough free ports")
-
-
 def stack_overrides(state_dir: Path) -> dict:
-    """Settings for a private stack: its own state folder and ports."""
-    s3, master, volume, filer, redis, kafka, mlflow, gcs, dash, client, agent = free_ports(11)
-    worker = random.randrange(42000, 58000, 1000)
-    return {
-        "state_dir": str(state_dir),
-        "health_timeout_s": 120,
-        "s3": {"port": s3, "master_port": master, "volume_port": volume, "filer_port": filer},
-        "redis": {"port": redis},
-        "kafka": {"port": kafka},
-        "mlflow": {"port": mlflow},
-        "ray": {
-            "port": gcs,
-            "dashboard_port": dash,
-            "client_server_port": client,
-            "dashboard_agent_listen_port": agent,
-            "min_worker_port": worker,
-            "max_worker_port": worker + 999,
-            "object_store_memory_gb": 1.0,
-        },
-    }
-
-
-def to_env(overrides: dict, prefix: str = "RAY_APPS_") -> dict[str, str]:
-    """The environment variables that express ``overrides``."""
-    env = {}
-    for key, value in overrides.items():
-        if isinstance(value, dict):
-            env |= to_env(value, f"{prefix}{key.upper()}__")
-        else:
-            env[f"{prefix}{key.upper()}"] = str(value)
-    return env
+    """Settings for a private stack: its own state folder and ports, patient health checks."""
+    overrides = isolated_overrides(state_dir)
+    overrides["health_timeout_s"] = 120
+    overrides["ray"]["object_store_memory_gb"] = 1.0
+    return overrides
 
 
 @dataclass
@@ -78,7 +38,7 @@ class Stack:
             for k, v in os.environ.items()
             if not k.startswith(("RAY_APPS_", "RAY_AUTH", "RAY_ADDRESS"))
         }
-        self.env = clean | to_env(self.overrides) | {"PATH": f"{BIN}:{os.environ['PATH']}"}
+        self.env = clean | settings_env(self.overrides) | {"PATH": f"{BIN}:{os.environ['PATH']}"}
 
     @property
     def settings(self) -> Settings:

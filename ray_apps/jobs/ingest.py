@@ -92,7 +92,7 @@ class IngestSummary(BaseModel):
             f"    {reason:<24}{count:>10,}" for reason, count in sorted(self.quarantined.items())
         ]
         if self.outside_range:
-            lines.append(f"  outside --start/--end {self.outside_range:>6,} (not stored)")
+            lines.append(f"  filtered out  {self.outside_range:>12,} (by --symbols/--start/--end)")
         if self.quarantined:
             lines.append(f"  see them: ray-apps data quarantine --ingest {self.ingest_id}")
         return "\n".join(lines)
@@ -133,14 +133,7 @@ def _ingest_table(
             summary.outside_range += int((~wanted).sum())
             raw = raw.loc[wanted.to_numpy()]
         result = validate_bars(raw, request.interval, first_row)
-        accepted, outside = _in_range(result, request)
-        ray.get(
-            [
-                store.insert_bars.remote(accepted),
-                store.insert_quarantine.remote(result.quarantined, summary.ingest_id, source.name),
-            ]
-        )
-        summary.add(len(accepted), result.reason_counts(), outside)
+        summary.add(*_store_valid(result, request, store, summary.ingest_id, source.name))
         echo(
             f"  {offset:,} rows read, {summary.accepted:,} accepted "
             f"({offset / (time.monotonic() - started):,.0f} rows/s)"
@@ -195,6 +188,17 @@ def _synthetic_block(
     else:
         raw = pd.concat([generate_bars(spec, i, 1) for i in indices], ignore_index=True)
     result = validate_bars(raw, spec.interval, indices[0] * spec.n_bars)
+    return _store_valid(result, request, store, ingest_id, source)
+
+
+def _store_valid(
+    result: ValidationResult,
+    request: IngestRequest,
+    store: ray.actor.ActorHandle,
+    ingest_id: str,
+    source: str,
+) -> tuple[int, dict[str, int], int]:
+    """Store accepted rows within the time range and every quarantined row; return counts."""
     accepted, outside = _in_range(result, request)
     ray.get(
         [

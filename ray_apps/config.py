@@ -214,8 +214,7 @@ class Settings(BaseSettings):
 
     def public_env(self) -> dict[str, str]:
         """Every setting except credentials as ``RAY_APPS_`` variables, for child processes."""
-        values = self.model_dump(mode="json", exclude_none=True)
-        return {k: v for k, v in settings_env(values).items() if v != str(SecretStr("x"))}
+        return settings_env(self.model_dump(exclude_none=True))
 
     def s3_env(self) -> dict[str, str]:
         """Environment for boto3/MLflow/pyarrow clients of the object store."""
@@ -275,12 +274,12 @@ def apply_generated_secrets(settings: Settings) -> None:
 
 
 def settings_env(values: dict[str, Any], prefix: str = "RAY_APPS_") -> dict[str, str]:
-    """The environment variables that express nested setting ``values``."""
+    """The environment variables that express nested setting ``values``; secrets are skipped."""
     env = {}
     for key, value in values.items():
         if isinstance(value, dict):
             env |= settings_env(value, f"{prefix}{key.upper()}__")
-        else:
+        elif not isinstance(value, SecretStr):
             env[f"{prefix}{key.upper()}"] = str(value)
     return env
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import clickhouse_connect
 import pandas as pd
+import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
@@ -43,6 +44,18 @@ CREATE TABLE IF NOT EXISTS {db}.bars_quarantine (
     quarantined_at DateTime64(3, 'UTC') DEFAULT now64(3)
 ) ENGINE = MergeTree
 ORDER BY (ingest_id, row_number)
+"""
+
+
+FEATURES_DDL = """
+CREATE TABLE IF NOT EXISTS {db}.features (
+    symbol LowCardinality(String),
+    interval LowCardinality(String),
+    ts DateTime64(6, 'UTC'),
+    spec_version LowCardinality(String),
+    computed_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree(computed_at)
+ORDER BY (symbol, interval, ts)
 """
 
 
@@ -93,6 +106,7 @@ class OfflineStore:
         self.client.command(f"CREATE DATABASE IF NOT EXISTS {self.db}")
         self.client.command(BARS_DDL.format(db=self.db))
         self.client.command(QUARANTINE_DDL.format(db=self.db))
+        self.client.command(FEATURES_DDL.format(db=self.db))
 
     def insert_bars(self, bars: pd.DataFrame) -> int:
         """Insert validated bars in one bulk insert; return the row count."""
@@ -111,6 +125,60 @@ class OfflineStore:
         frame.insert(0, "ingest_id", ingest_id)
         self._bulk_insert("bars_quarantine", frame)
         return len(frame)
+
+    def insert_features(
+        self, features: pa.Table, interval: str, spec_version: str
+    ) -> int:
+        """Upsert feature rows (``symbol, ts`` and float columns); return the row count.
+
+        The ``features`` table is keyed by (symbol, interval, ts): writing the same bars again
+        replaces their rows. Columns of a new spec are added to the table on first write.
+        """
+        if features.num_rows == 0:
+            return 0
+        self._add_feature_columns([c for c in features.column_names if c not in ("symbol", "ts")])
+        frame = features.to_pandas()
+        frame.insert(1, "interval", interval)
+        frame.insert(3, "spec_version", spec_version)
+        self._bulk_insert("features", frame)
+        return len(frame)
+
+    def features(
+        self,
+        symbols: Sequence[str] | None = None,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        interval: str | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Stored feature rows (one copy of each), by symbol and time."""
+        where, params = self._filters(symbols, start, end, interval)
+        names = self.feature_columns() if columns is None else list(columns)
+        selected = ", ".join(["symbol", "interval", "ts", "spec_version", *names])
+        sql = f"SELECT {selected} FROM {self.db}.features FINAL {where} ORDER BY symbol, ts"
+        return _utc(self.client.query_df(sql, parameters=params))
+
+    def feature_columns(self) -> list[str]:
+        """The feature columns the table holds."""
+        rows = self.client.query(
+            "SELECT name FROM system.columns WHERE database = {db:String} AND "
+            "table = 'features' AND type = 'Float64' ORDER BY position",
+            parameters={"db": self.db},
+        ).result_rows
+        return [str(row[0]) for row in rows]
+
+    def count_features(self) -> int:
+        """Distinct feature rows stored."""
+        return int(self.client.command(f"SELECT count() FROM {self.db}.features FINAL"))
+
+    def _add_feature_columns(self, columns: list[str]) -> None:
+        known = set(self.feature_columns())
+        for column in columns:
+            if column not in known:
+                self.client.command(
+                    f"ALTER TABLE {self.db}.features ADD COLUMN IF NOT EXISTS "
+                    f"{column} Float64 DEFAULT nan"
+                )
 
     def _bulk_insert(self, table: str, frame: pd.DataFrame) -> None:
         columns = ", ".join(frame.columns)

@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 import pandas as pd
+import pyarrow as pa
 import ray
 
 from ray_apps.config import Settings, load_settings
@@ -63,6 +64,25 @@ class OfflineStoreActor:
     def count_bars(self) -> int:
         """Distinct bars stored."""
         return self.store.count_bars()
+
+    def insert_features(self, features: pa.Table, interval: str, spec_version: str) -> int:
+        """Upsert feature rows."""
+        return self.store.insert_features(features, interval, spec_version)
+
+    def features(
+        self,
+        symbols: Sequence[str] | None = None,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        interval: str | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Stored feature rows."""
+        return self.store.features(symbols, start, end, interval, columns)
+
+    def count_features(self) -> int:
+        """Distinct feature rows stored."""
+        return self.store.count_features()
 
 
 def offline_store(settings: Settings) -> ray.actor.ActorHandle:

@@ -1,0 +1,1 @@
+"""Feature engineering: one spec, one set of kernels, three engines."""

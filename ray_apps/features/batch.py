@@ -1,0 +1,131 @@
+"""Features of whole series in one process: the per-symbol function every batch engine runs.
+
+:func:`compute_table` takes bars (any order, any number of symbols), sorts them by symbol and
+time, runs the compiled kernels along each symbol's series and returns ``symbol, ts`` and the
+spec's columns. The Ray Data engine maps it over blocks that hold whole symbols; the Spark
+engine calls it from ``applyInPandas``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ray_apps.errors import UserError
+from ray_apps.features import kernels
+from ray_apps.features.spec import FeatureSpec
+
+INPUT_COLUMNS = ("symbol", "ts", "high", "low", "close", "volume")
+KEY_COLUMNS = ("symbol", "ts")
+
+
+def output_schema(spec: FeatureSpec) -> pa.Schema:
+    """The Arrow schema of :func:`compute_table`'s result."""
+    fields = [pa.field("symbol", pa.string()), pa.field("ts", pa.timestamp("us", tz="UTC"))]
+    return pa.schema(fields + [pa.field(column, pa.float64()) for column in spec.columns])
+
+
+def compute_table(bars: pa.Table, spec: FeatureSpec) -> pa.Table:
+    """Computes the spec's features for every symbol in ``bars``.
+
+    Args:
+        bars: a table with at least symbol, ts, high, low, close and volume; each symbol's
+            series must be complete (features depend on the whole history).
+        spec: the features to compute.
+
+    Returns:
+        ``symbol, ts`` and one float64 column per feature, each symbol's rows together in
+        time order (input that is already so keeps its order); values
+        before a feature's warm-up are NaN.
+
+    Raises:
+        UserError: a column is missing, or a (symbol, ts) pair repeats.
+    """
+    missing = [column for column in INPUT_COLUMNS if column not in bars.column_names]
+    if missing:
+        raise UserError(f"bars lack column(s) {missing}; need {list(INPUT_COLUMNS)}")
+    bars = _normalize(bars.select(list(INPUT_COLUMNS)))
+    bars, starts = _group_by_symbol(bars)
+    symbol = bars.column("symbol")
+    ts = bars.column("ts")
+    plan = spec.plan
+    out = np.empty((bars.num_rows, len(plan.columns)), dtype=np.float64, order="F")
+    kernels.run_series(
+        plan.plan,
+        plan.params,
+        plan.state_size,
+        starts,
+        *(_float(bars, column) for column in ("high", "low", "close", "volume")),
+        out,
+    )
+    columns = [symbol, ts] + [pa.array(out[:, i]) for i in range(out.shape[1])]
+    return pa.Table.from_arrays(columns, schema=output_schema(spec))
+
+
+def compute_frame(bars: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """:func:`compute_table` for a pandas frame (returns a frame with a default index)."""
+    table = pa.Table.from_pandas(bars, preserve_index=False)
+    return compute_table(table, spec).to_pandas()
+
+
+def _normalize(bars: pa.Table) -> pa.Table:
+    """Symbols as strings and times as UTC microseconds (naive times are taken as UTC)."""
+    symbol = bars.column("symbol")
+    if not pa.types.is_string(symbol.type):
+        bars = bars.set_column(0, "symbol", pc.cast(symbol, pa.string()))
+    ts = bars.column("ts")
+    if ts.type == pa.timestamp("us", tz="UTC"):
+        return bars
+    if pa.types.is_string(ts.type) or pa.types.is_large_string(ts.type):
+        try:
+            parsed = pd.to_datetime(ts.to_pandas(), utc=True, format="ISO8601")
+        except (ValueError, TypeError) as error:
+            raise UserError(f"bars: ts is not an ISO-8601 time: {error}") from None
+        ts = pa.chunked_array([pa.Array.from_pandas(parsed)])
+    elif pa.types.is_date(ts.type):
+        ts = pc.cast(ts, pa.timestamp("us"))
+    elif not pa.types.is_timestamp(ts.type):
+        raise UserError(f"bars: ts must be a time, not {ts.type}")
+    if ts.type.tz is None:
+        ts = pc.assume_timezone(ts, "UTC")
+    return bars.set_column(1, "ts", pc.cast(ts, pa.timestamp("us", tz="UTC")))
+
+
+def _float(bars: pa.Table, column: str) -> np.ndarray:
+    values = bars.column(column).combine_chunks()
+    if values.type != pa.float64():
+        values = pc.cast(values, pa.float64())
+    return values.to_numpy(zero_copy_only=False)
+
+
+def _group_by_symbol(bars: pa.Table) -> tuple[pa.Table, np.ndarray]:
+    """Bars with each symbol's rows together in time order, and the offsets of each run.
+
+    Input already grouped and in time order (what the store and the Ray Data engine hand
+    over) is used as is; anything else is sorted once. Repeated (symbol, ts) pairs are an error.
+    """
+    n = bars.num_rows
+    if n == 0:
+        return bars, np.zeros(1, dtype=np.int64)
+    symbol = bars.column("symbol").combine_chunks()
+    codes = pc.dictionary_encode(symbol).indices.to_numpy(zero_copy_only=False)
+    times = bars.column("ts").combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
+    same = codes[1:] == codes[:-1]
+    if np.any(np.diff(codes) < 0) or np.any(same & (times[1:] <= times[:-1])):
+        order = np.lexsort((times, codes))
+        bars = bars.take(order)
+        codes = codes[order]
+        times = times[order]
+        same = codes[1:] == codes[:-1]
+    repeated = np.flatnonzero(same & (times[1:] == times[:-1])) + 1
+    if repeated.size:
+        row = int(repeated[0])
+        raise UserError(
+            f"bars repeat (symbol, ts) = ({bars.column('symbol')[row].as_py()}, "
+            f"{bars.column('ts')[row].as_py()}) ({repeated.size} repeated row(s)); "
+            "deduplicate before computing features"
+        )
+    new_symbol = np.flatnonzero(~same) + 1
+    return bars, np.concatenate(([0], new_symbol, [n])).astype(np.int64)

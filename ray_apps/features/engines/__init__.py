@@ -1,0 +1,1 @@
+"""The engines that run a feature spec: Ray Data, Spark on Ray, incremental."""

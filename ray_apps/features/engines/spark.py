@@ -1,0 +1,126 @@
+"""The Spark engine: RayDP runs Spark executors as Ray actors; the same kernels run per symbol.
+
+Bars are read by Spark (Parquet or CSV, so larger than memory is fine), grouped by symbol and
+handed to :func:`compute_frame` through ``applyInPandas``: the very function the Ray Data
+engine runs, so the two give identical numbers. The result goes back to Ray Data with
+``ray.data.from_spark`` for training.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow.parquet as pq
+import ray
+from pydantic import BaseModel, ConfigDict, Field
+
+from ray_apps.errors import UserError
+from ray_apps.features.batch import compute_frame
+from ray_apps.features.sources import BarsInput, read_all
+from ray_apps.features.spec import FeatureSpec
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+_OPENS = (
+    "java.lang", "java.lang.invoke", "java.io", "java.net", "java.nio", "java.math",
+    "java.text", "java.util", "java.util.concurrent", "java.util.concurrent.atomic",
+    "sun.nio.ch", "sun.nio.cs", "sun.security.action", "sun.util.calendar",
+)
+JAVA_17_OPTIONS = " ".join(
+    ["-XX:+IgnoreUnrecognizedVMOptions"] + [f"--add-opens=java.base/{p}=ALL-UNNAMED" for p in _OPENS]
+)
+"""RayDP on Java 17 fails in ``from_spark`` without these module openings."""
+
+
+class SparkConfig(BaseModel):
+    """Resources of the RayDP Spark application."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    executors: int = Field(1, ge=1, description="Spark executors (Ray actors).")
+    executor_cores: int = Field(1, ge=1, description="Cores per executor.")
+    executor_memory: str = Field("1GB", description="Heap per executor.")
+    shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions.")
+
+
+def start_spark(config: SparkConfig, app_name: str = "ray-apps-features") -> SparkSession:
+    """Starts (or returns the running) RayDP Spark session on the connected Ray cluster."""
+    import raydp
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    return raydp.init_spark(
+        app_name=app_name,
+        num_executors=config.executors,
+        executor_cores=config.executor_cores,
+        executor_memory=config.executor_memory,
+        configs={
+            "spark.driver.extraJavaOptions": JAVA_17_OPTIONS,
+            "spark.executor.extraJavaOptions": JAVA_17_OPTIONS,
+            "spark.ray.raydp_app_master.extraJavaOptions": JAVA_17_OPTIONS,
+            "spark.sql.session.timeZone": "UTC",
+            "spark.sql.shuffle.partitions": str(config.shuffle_partitions),
+            "spark.sql.execution.arrow.pyspark.enabled": "true",
+        },
+    )
+
+
+def stop_spark() -> None:
+    """Stops the RayDP Spark application and its executor actors."""
+    import raydp
+
+    raydp.stop_spark()
+
+
+def feature_frame(
+    spark: SparkSession,
+    source: BarsInput,
+    spec: FeatureSpec,
+    store: ray.actor.ActorHandle | None = None,
+) -> DataFrame:
+    """A Spark DataFrame of ``symbol, ts`` and the spec's columns.
+
+    Store input is exported to a temporary Parquet file first (the embedded store lives in
+    one process); file input is read by Spark directly.
+    """
+    from pyspark.sql import functions as F
+
+    bars = _read(spark, source, store)
+    if source.symbols:
+        bars = bars.where(F.col("symbol").isin(list(source.symbols)))
+    columns = ["symbol", "ts", "high", "low", "close", "volume"]
+    bars = bars.select(*columns).withColumn("ts", F.to_timestamp("ts"))
+    return bars.groupBy("symbol").applyInPandas(
+        lambda frame: compute_frame(frame, spec), schema=_schema(spec)
+    )
+
+
+def feature_dataset(
+    spark: SparkSession,
+    source: BarsInput,
+    spec: FeatureSpec,
+    store: ray.actor.ActorHandle | None = None,
+) -> ray.data.Dataset:
+    """The Spark engine's features as a Ray Dataset (``ray.data.from_spark``)."""
+    return ray.data.from_spark(feature_frame(spark, source, spec, store))
+
+
+def _read(spark: SparkSession, source: BarsInput, store: ray.actor.ActorHandle | None):
+    if source.path is None:
+        export = Path(tempfile.mkdtemp(prefix="ray-apps-spark-")) / "bars.parquet"
+        pq.write_table(read_all(source, store), export)
+        return spark.read.parquet(str(export))
+    if not source.path.exists():
+        raise UserError(f"{source.path}: input file not found")
+    if source.path.suffix.lower() == ".csv":
+        return spark.read.csv(str(source.path), header=True, inferSchema=True)
+    return spark.read.parquet(str(source.path))
+
+
+def _schema(spec: FeatureSpec) -> str:
+    return ", ".join(["symbol string", "ts timestamp"] + [f"{c} double" for c in spec.columns])

@@ -1,0 +1,126 @@
+"""Where the bars for a feature run come from: the offline store or a CSV/Parquet file.
+
+Features depend on each symbol's whole history, so every reader here hands out *whole
+symbols*: :meth:`BarsInput.partitions` splits the symbols into groups of similar row counts
+and :meth:`BarsInput.read` returns one group's bars, each symbol's rows together in time order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
+from pydantic import BaseModel, ConfigDict, Field
+
+from ray_apps.errors import UserError
+from ray_apps.features.batch import INPUT_COLUMNS
+
+
+class BarsInput(BaseModel):
+    """The bars a feature run reads.
+
+    Attributes:
+        path: a CSV or Parquet file (or Parquet folder) with symbol, ts, high, low, close,
+            volume; None reads the offline store.
+        symbols: only these symbols (all when None).
+        interval: the bar interval to read from the store (files carry one interval).
+        start: first bar time read from the store (inclusive); features warm up from here.
+        end: end of the bars read from the store (exclusive).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path | None = None
+    symbols: list[str] | None = None
+    interval: str = Field("1d", description="Bar interval read from the store.")
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+
+    @property
+    def label(self) -> str:
+        """Where the bars come from, for messages."""
+        return str(self.path) if self.path is not None else f"store ({self.interval} bars)"
+
+
+def symbol_counts(source: BarsInput, store: object | None = None) -> dict[str, int]:
+    """Rows per symbol of the input (``store`` is the offline-store actor for store input)."""
+    if source.path is None:
+        import ray
+
+        frame = ray.get(store.symbols.remote())
+        frame = frame[frame["interval"] == source.interval]
+        counts = dict(zip(frame["symbol"], frame["bars"].astype(int), strict=True))
+    else:
+        table = _file_dataset(source.path).to_table(columns=["symbol"])
+        counts_array = pc.value_counts(table.column("symbol"))
+        counts = {
+            str(item["values"]): int(item["counts"]) for item in counts_array.to_pylist()
+        }
+    if source.symbols:
+        missing = sorted(set(source.symbols) - set(counts))
+        if missing:
+            raise UserError(f"{source.label}: no bars for symbol(s) {missing[:10]}")
+        counts = {s: counts[s] for s in source.symbols}
+    if not counts:
+        raise UserError(f"{source.label}: no bars to compute features from")
+    return counts
+
+
+def partition(counts: dict[str, int], parts: int, max_rows: int) -> list[list[str]]:
+    """Groups of whole symbols with similar row counts, each at most ``max_rows`` if possible."""
+    parts = max(parts, -(-sum(counts.values()) // max_rows), 1)
+    parts = min(parts, len(counts))
+    groups: list[list[str]] = [[] for _ in range(parts)]
+    sizes = [0] * parts
+    for symbol, rows in sorted(counts.items(), key=lambda item: -item[1]):
+        smallest = sizes.index(min(sizes))
+        groups[smallest].append(symbol)
+        sizes[smallest] += rows
+    return [sorted(group) for group in groups if group]
+
+
+def read_group(source: BarsInput, symbols: list[str], store: object | None = None) -> pa.Table:
+    """The bars of ``symbols``, as an Arrow table with the input columns."""
+    if source.path is None:
+        import ray
+
+        frame: pd.DataFrame = ray.get(
+            store.bars.remote(
+                symbols=symbols, start=source.start, end=source.end, interval=source.interval
+            )
+        )
+        return pa.Table.from_pandas(frame[list(INPUT_COLUMNS)], preserve_index=False)
+    return _file_dataset(source.path).to_table(
+        columns=list(INPUT_COLUMNS), filter=pc.field("symbol").isin(symbols)
+    )
+
+
+def read_all(source: BarsInput, store: object | None = None) -> pa.Table:
+    """Every bar of the input in one table (the single-process and incremental paths)."""
+    symbols = sorted(symbol_counts(source, store))
+    return read_group(source, symbols, store)
+
+
+def _file_dataset(path: Path) -> pads.Dataset:
+    if not path.exists():
+        raise UserError(f"{path}: input file not found")
+    if path.suffix.lower() == ".csv":
+        dataset = pads.dataset(
+            str(path),
+            format=pads.CsvFileFormat(
+                convert_options=pacsv.ConvertOptions(
+                    column_types={"symbol": pa.string(), "ts": pa.string()}
+                )
+            ),
+        )
+    else:
+        dataset = pads.dataset(str(path), format="parquet")
+    missing = [c for c in INPUT_COLUMNS if c not in dataset.schema.names]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {missing}; need {list(INPUT_COLUMNS)}")
+    return dataset

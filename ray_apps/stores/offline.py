@@ -150,12 +150,28 @@ class OfflineStore:
         end: dt.datetime | None = None,
         interval: str | None = None,
         columns: Sequence[str] | None = None,
+        latest: bool = False,
     ) -> pd.DataFrame:
-        """Stored feature rows (one copy of each), by symbol and time."""
+        """Stored feature rows (one copy of each), by symbol and time.
+
+        Args:
+            symbols: only these symbols (all when None).
+            start: rows at or after this time.
+            end: rows before this time.
+            interval: only rows of this bar interval.
+            columns: feature columns to return (all stored ones when None).
+            latest: only the newest row of each (symbol, interval).
+        """
         where, params = self._filters(symbols, start, end, interval)
         names = self.feature_columns() if columns is None else list(columns)
+        missing = sorted(set(names) - set(self.feature_columns()))
+        if missing:
+            raise UserError(f"offline store: no feature column(s) {missing}; compute them first")
         selected = ", ".join(["symbol", "interval", "ts", "spec_version", *names])
-        sql = f"SELECT {selected} FROM {self.db}.features FINAL {where} ORDER BY symbol, ts"
+        order = "ORDER BY symbol, interval, ts"
+        if latest:
+            order = "ORDER BY symbol, interval, ts DESC LIMIT 1 BY symbol, interval"
+        sql = f"SELECT {selected} FROM {self.db}.features FINAL {where} {order}"
         return _utc(self.client.query_df(sql, parameters=params))
 
     def feature_columns(self) -> list[str]:

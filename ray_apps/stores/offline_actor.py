@@ -76,9 +76,10 @@ class OfflineStoreActor:
         end: dt.datetime | None = None,
         interval: str | None = None,
         columns: Sequence[str] | None = None,
+        latest: bool = False,
     ) -> pd.DataFrame:
         """Stored feature rows."""
-        return self.store.features(symbols, start, end, interval, columns)
+        return self.store.features(symbols, start, end, interval, columns, latest)
 
     def count_features(self) -> int:
         """Distinct feature rows stored."""

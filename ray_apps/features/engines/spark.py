@@ -32,7 +32,8 @@ _OPENS = (
     "sun.nio.ch", "sun.nio.cs", "sun.security.action", "sun.util.calendar",
 )
 JAVA_17_OPTIONS = " ".join(
-    ["-XX:+IgnoreUnrecognizedVMOptions"] + [f"--add-opens=java.base/{p}=ALL-UNNAMED" for p in _OPENS]
+    ["-XX:+IgnoreUnrecognizedVMOptions"]
+    + [f"--add-opens=java.base/{package}=ALL-UNNAMED" for package in _OPENS]
 )
 """RayDP on Java 17 fails in ``from_spark`` without these module openings."""
 

@@ -1,5 +1,7 @@
 """The incremental engine equals the batch engine at every bar, across save and restore."""
 
+import itertools
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -22,7 +24,7 @@ def replay(bars: pa.Table, restore_at: int | None = None) -> pa.Table:
     times = bars.column("ts").cast(pa.int64()).to_numpy()
     edges = [0, *(np.flatnonzero(np.diff(times)) + 1).tolist(), bars.num_rows]
     engine, out = IncrementalEngine(SPEC), []
-    for step, (first, last) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+    for step, (first, last) in enumerate(itertools.pairwise(edges)):
         if step == restore_at:
             engine = IncrementalEngine.restore(engine.save(), SPEC)
         out.append(engine.update(bars.slice(first, last - first)))

@@ -5,13 +5,12 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from feature_references import pandas_ta_reference, talib_reference
 
 from ray_apps.features.batch import compute_frame
 from ray_apps.features.spec import load_spec
 from ray_apps.marketdata.loaders import load_arch, load_btc_15m, load_sp500_panel
 from ray_apps.marketdata.validation import validate_bars
-
-from feature_references import pandas_ta_reference, talib_reference
 
 WARMUP = 250
 RTOL = 1e-6

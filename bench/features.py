@@ -1,0 +1,188 @@
+"""Feature throughput: every engine beside TA-Lib and pandas-ta-classic, on 1 and 2 CPUs.
+
+Synthetic 15-minute bars (500 symbols by default) are written to a Parquet file; then, in the
+same run:
+  - baseline "talib": TA-Lib called per symbol for the default spec, one process;
+  - baseline "pandas-ta-classic": its own pandas code (talib=False), one process, timed on the
+    first --pta-symbols symbols (it is about 100x slower) and reported as rows/s;
+  - "kernels": ray_apps' compiled kernels on the whole table, one process, no Ray;
+  - "ray": the Ray Data engine from the Parquet file to a materialized dataset, in a fresh local
+    Ray with 1 and with 2 CPUs;
+  - "spark": the Spark-on-Ray engine (RayDP), 1 and 2 executors (skip with --no-spark);
+  - "incremental": bar updates/s with micro-batches of one bar per symbol, one core.
+
+    python bench/features.py [--symbols 500] [--bars 2000] [--no-spark]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ray_apps.features.batch import compute_table
+from ray_apps.features.engines.incremental import IncrementalEngine
+from ray_apps.features.spec import load_spec
+from ray_apps.marketdata.synthetic import SyntheticSpec, generate_bars
+
+SPEC = load_spec()
+
+
+def talib_all(h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarray) -> None:
+    """The default spec with TA-Lib, the same outputs as ours (derived columns included)."""
+    import talib
+
+    np.log(talib.ROCR(c, 1))
+    np.log(talib.ROCR(c, 5))
+    sma = talib.SMA(c, 20)
+    talib.EMA(c, 20)
+    talib.RSI(c, 14)
+    talib.MACD(c, 12, 26, 9)
+    upper, middle, lower = talib.BBANDS(c, 20, 2, 2)
+    (c - lower) / (upper - lower)
+    (upper - lower) / middle
+    talib.ATR(h, low, c, 14)
+    talib.OBV(c, v)
+    talib.STDDEV(np.log(c[1:] / c[:-1]), 20)
+    (c - sma) / talib.STDDEV(c, 20)
+    (v - talib.SMA(v, 20)) / talib.STDDEV(v, 20)
+    talib.STOCH(h, low, c, 14, 3, 0, 3, 0)
+    talib.ADX(h, low, c, 14)
+
+
+def per_symbol(table: pa.Table) -> list[tuple[np.ndarray, ...]]:
+    frame = table.to_pandas()
+    return [
+        tuple(g[x].to_numpy(float) for x in ("high", "low", "close", "volume"))
+        for _, g in frame.groupby("symbol", sort=False)
+    ]
+
+
+def bench_talib(series: list[tuple[np.ndarray, ...]]) -> float:
+    started = time.perf_counter()
+    for arrays in series:
+        talib_all(*arrays)
+    return sum(len(s[0]) for s in series) / (time.perf_counter() - started)
+
+
+def bench_pandas_ta(table: pa.Table, symbols: int) -> float:
+    import pandas_ta_classic  # noqa: F401  (registers the functions)
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/unit/features"))
+    from feature_references import pandas_ta_reference
+
+    frame = table.to_pandas()
+    groups = [g for _, g in frame.groupby("symbol", sort=False)][:symbols]
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for bars in groups:
+            pandas_ta_reference(bars)
+    return sum(len(g) for g in groups) / (time.perf_counter() - started)
+
+
+def bench_kernels(table: pa.Table) -> float:
+    compute_table(table.slice(0, 100), SPEC)
+    started = time.perf_counter()
+    compute_table(table, SPEC)
+    return table.num_rows / (time.perf_counter() - started)
+
+
+def bench_incremental(table: pa.Table) -> float:
+    table = table.sort_by([("ts", "ascending"), ("symbol", "ascending")])
+    symbols = table.column("symbol").to_pylist()
+    micros = table.column("ts").cast(pa.int64()).to_numpy()
+    arrays = [table.column(c).to_numpy() for c in ("high", "low", "close", "volume")]
+    edges = [0, *(np.flatnonzero(np.diff(micros)) + 1).tolist(), table.num_rows]
+    engine = IncrementalEngine(SPEC)
+    started = time.perf_counter()
+    for first, last in itertools.pairwise(edges):
+        engine.update_arrays(
+            symbols[first:last], micros[first:last], *(a[first:last] for a in arrays)
+        )
+    return table.num_rows / (time.perf_counter() - started)
+
+
+CHILD = """
+import json, sys, time, ray
+from ray_apps.features.sources import BarsInput
+from ray_apps.features.spec import load_spec
+engine, cpus, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="ERROR")
+ray.data.DataContext.get_current().enable_progress_bars = False
+spec, source = load_spec(), BarsInput(path=path)
+if engine == "ray":
+    from ray_apps.features.engines.ray_data import feature_dataset
+    make = lambda: feature_dataset(source, spec)
+else:
+    from ray_apps.features.engines import spark
+    session = spark.start_spark(spark.SparkConfig(executors=cpus, shuffle_partitions=4 * cpus))
+    make = lambda: spark.feature_dataset(session, source, spec)
+best = 0.0
+for _ in range(2):  # the first run also warms the workers (numba cache load, JVM)
+    started = time.perf_counter()
+    rows = make().materialize().count()
+    best = max(best, rows / (time.perf_counter() - started))
+print("RESULT", json.dumps(best))
+"""
+
+
+def bench_engine(engine: str, cpus: int, path: Path) -> float:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, engine, str(cpus), str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return float(json.loads(line.split(" ", 1)[1]))
+    raise RuntimeError(f"{engine} on {cpus} CPU(s) failed:\n{done.stderr[-3000:]}")
+
+
+def main() -> None:
+    """Run the benchmark and print one line per measurement."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--symbols", type=int, default=500)
+    parser.add_argument("--bars", type=int, default=2000, help="bars per symbol")
+    parser.add_argument("--pta-symbols", type=int, default=20)
+    parser.add_argument("--no-spark", action="store_true")
+    args = parser.parse_args()
+    spec = SyntheticSpec(n_symbols=args.symbols, n_bars=args.bars, interval="15m")
+    table = pa.Table.from_pandas(generate_bars(spec), preserve_index=False)
+    rows = table.num_rows
+    print(f"features of the default spec ({len(SPEC.columns)} columns), {args.symbols} symbols "
+          f"x {args.bars} bars = {rows:,} rows")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "bars.parquet"
+        pq.write_table(table, path, row_group_size=100_000)
+        results = {
+            "talib (baseline, 1 process)": bench_talib(per_symbol(table)),
+            "pandas-ta-classic (baseline, 1 process)": bench_pandas_ta(table, args.pta_symbols),
+            "kernels (1 process, no Ray)": bench_kernels(table),
+            "incremental (bar updates/s, 1 core)": bench_incremental(table),
+        }
+        for cpus in (1, 2):
+            results[f"ray data engine, {cpus} CPU"] = bench_engine("ray", cpus, path)
+        if not args.no_spark:
+            for cpus in (1, 2):
+                results[f"spark engine, {cpus} executor"] = bench_engine("spark", cpus, path)
+    talib = results["talib (baseline, 1 process)"]
+    for name, rate in results.items():
+        print(f"  {name:42s} {rate / 1e6:8.3f} M rows/s   {rate / talib:6.2f} x talib")
+    one, two = results["ray data engine, 1 CPU"], results["ray data engine, 2 CPU"]
+    print(f"  ray data engine speed-up 2 CPUs / 1 CPU: {two / one:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

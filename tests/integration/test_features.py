@@ -1,0 +1,131 @@
+"""Feature engines, the features table, Redis materialization and the feature job, for real."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from ray_apps._private.ray_cluster import connect_ray
+from ray_apps.features.batch import compute_table
+from ray_apps.features.spec import load_spec
+from ray_apps.marketdata.loaders import load_sp500_panel
+from ray_apps.marketdata.validation import validate_bars
+from ray_apps.stack.redis_server import redis_client
+from ray_apps.stores.offline_actor import offline_store
+from ray_apps.stores.online import OnlineStore
+
+from .conftest import BIN
+
+SPEC = load_spec()
+PANEL_SYMBOLS = ["AAPL", "MSFT", "XOM", "JPM", "GE", "IBM", "KO", "PFE"]
+
+
+@pytest.fixture(scope="module")
+def panel_file(tmp_path_factory) -> tuple[str, pa.Table]:
+    bars = validate_bars(load_sp500_panel()).accepted
+    bars = bars[bars["symbol"].isin(PANEL_SYMBOLS)]
+    table = pa.Table.from_pandas(bars, preserve_index=False)
+    path = tmp_path_factory.mktemp("features") / "panel.parquet"
+    pq.write_table(table, path)
+    return str(path), compute_table(table, SPEC)
+
+
+def read_sorted(path) -> pd.DataFrame:
+    frame = pq.read_table(path).to_pandas()
+    return frame.sort_values(["symbol", "ts"]).reset_index(drop=True)
+
+
+def assert_same(frame: pd.DataFrame, expected: pa.Table) -> None:
+    reference = expected.to_pandas().sort_values(["symbol", "ts"]).reset_index(drop=True)
+    assert frame["symbol"].tolist() == reference["symbol"].tolist()
+    assert (frame["ts"].to_numpy() == reference["ts"].to_numpy()).all()
+    for column in SPEC.columns:
+        assert np.array_equal(
+            frame[column].to_numpy(float), reference[column].to_numpy(float), equal_nan=True
+        ), column
+
+
+@pytest.mark.parametrize("engine", ["ray", "incremental", "spark"])
+def test_every_engine_writes_the_batch_numbers(stack, panel_file, tmp_path, engine):
+    path, expected = panel_file
+    out = tmp_path / f"{engine}.parquet"
+    stack.ok("features", "compute", "--engine", engine, "--input", path, "--output", str(out))
+    assert_same(read_sorted(out), expected)
+
+
+def test_store_roundtrip_is_idempotent_and_materializes_to_redis(stack, panel_file):
+    stack.ok("ingest", "--source", "sp500-panel", "--symbols", *PANEL_SYMBOLS)
+    first = stack.ok("features", "compute", "--from-store", "--symbols", *PANEL_SYMBOLS)
+    stored = int(first.split("stored")[1].split()[0].replace(",", ""))
+    assert stored == panel_file[1].num_rows
+    stack.ok("features", "compute", "--from-store", "--symbols", *PANEL_SYMBOLS)
+
+
+    settings = stack.settings
+    connect_ray(settings)
+    rows = ray.get(offline_store(settings).features.remote(symbols=PANEL_SYMBOLS))
+    assert len(rows) == panel_file[1].num_rows  # computed twice, stored once
+    assert_same(rows.reset_index(drop=True), panel_file[1])
+
+    summary = stack.ok("features", "materialize", "--symbols", *PANEL_SYMBOLS)
+    assert f"materialized {len(PANEL_SYMBOLS)} of {len(PANEL_SYMBOLS)}" in summary
+    vector = json.loads(stack.ok("features", "online", "AAPL", "--json"))
+    last = panel_file[1].to_pandas().query("symbol == 'AAPL'").iloc[-1]
+    assert vector["as_of"] == last["ts"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert vector["spec_version"] == SPEC.version
+    for column in SPEC.columns:
+        assert vector[column] == pytest.approx(last[column], rel=1e-15, nan_ok=True), column
+    again = stack.ok("features", "materialize", "--symbols", *PANEL_SYMBOLS)
+    assert f"({len(PANEL_SYMBOLS)} kept: Redis already had newer)" in again
+
+
+def test_online_writes_never_replace_newer_with_older(stack):
+    online = OnlineStore(redis_client(stack.settings), prefix="test:features:", pipeline_size=2)
+    times = pd.to_datetime(["2024-01-02", "2024-01-01", "2024-01-03"], utc=True)
+    vectors = pa.table(
+        {"symbol": ["X", "X", "Y"], "ts": pa.array(times), "f": [2.0, 1.0, np.nan]}
+    )
+    result = online.write(vectors, "7")
+    assert (result.written, result.stale) == (2, 1)
+    assert online.read("X") == {
+        "as_of": "2024-01-02T00:00:00.000000Z", "spec_version": "7", "f": 2.0,
+    }
+    assert np.isnan(online.read("Y")["f"])
+    older = pa.table({"symbol": ["Y"], "ts": pa.array(times[:1]), "f": [5.0]})
+    assert online.write(older, "7").stale == 1
+    assert online.read("Z") is None
+
+
+def test_feature_job_via_ray_job_submit(stack, panel_file, tmp_path):
+    exports = stack.ok("stack", "env")
+    job_env = dict(stack.env)
+    for line in exports.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        job_env[key] = value
+    out = tmp_path / "job.parquet"
+    done = stack.run(
+        str(BIN / "ray"), "job", "submit", "--", "python", "-m", "ray_apps.jobs.features",
+        "compute", "--input", panel_file[0], "--output", str(out), env=job_env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "features (ray):" in done.stdout
+    assert_same(read_sorted(out), panel_file[1])
+
+
+def test_bad_spec_and_bad_input_fail_in_one_line(stack, tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text('version: "1"\nfeatures:\n  - {name: rsi, n: 0}\n')
+    done = stack.cli("features", "compute", "--spec", str(spec), "--input", "x.parquet")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"ray-apps: {spec}: features[0] (rsi): n: Input should be greater than or equal to 2"
+    ]
+    csv = tmp_path / "bars.csv"
+    csv.write_text("symbol,ts,close\nA,2024-01-01,1\n")
+    done = stack.cli("features", "compute", "--input", str(csv))
+    assert done.returncode == 2
+    assert "missing column(s) ['high', 'low', 'volume']" in done.stderr

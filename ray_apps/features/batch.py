@@ -18,7 +18,6 @@ from ray_apps.features import kernels
 from ray_apps.features.spec import FeatureSpec
 
 INPUT_COLUMNS = ("symbol", "ts", "high", "low", "close", "volume")
-KEY_COLUMNS = ("symbol", "ts")
 
 
 def output_schema(spec: FeatureSpec) -> pa.Schema:

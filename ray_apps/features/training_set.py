@@ -45,10 +45,6 @@ class TrainingSetConfig(BaseModel):
     normalize: Literal["none", "rank", "zscore"] = "none"
     min_symbols: int = Field(5, ge=2)
 
-    def label_columns(self) -> list[str]:
-        """The label column names."""
-        return [f"label_{h}" for h in self.horizons]
-
 
 def forward_returns(bars: pd.DataFrame, horizons: Sequence[int]) -> pd.DataFrame:
     """``symbol, ts`` and ``label_h = log(close[t + h] / close[t])`` per symbol (NaN at the end)."""

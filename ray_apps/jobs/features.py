@@ -30,7 +30,7 @@ from ray_apps.config import Settings, load_settings
 from ray_apps.errors import UserError
 from ray_apps.features.batch import output_schema
 from ray_apps.features.engines.incremental import IncrementalEngine
-from ray_apps.features.sources import BarsInput, read_all, symbol_counts
+from ray_apps.features.sources import BarsInput, read_group, symbol_counts
 from ray_apps.features.spec import DEFAULT_SPEC_PATH, FeatureSpec, load_spec
 from ray_apps.stack.redis_server import redis_client
 from ray_apps.stores.offline_actor import offline_store
@@ -109,7 +109,7 @@ def run_compute(request: ComputeRequest, settings: Settings, echo: Echo = print)
     pending: list[ray.ObjectRef] = []
     last_report = started
     try:
-        for block in _blocks(request, spec, store):
+        for block in _blocks(request, spec, store, counts):
             if writer is not None:
                 writer.write_table(block)
             if request.to_store:
@@ -132,15 +132,19 @@ def run_compute(request: ComputeRequest, settings: Settings, echo: Echo = print)
 
 
 def _blocks(
-    request: ComputeRequest, spec: FeatureSpec, store: ray.actor.ActorHandle | None
+    request: ComputeRequest,
+    spec: FeatureSpec,
+    store: ray.actor.ActorHandle | None,
+    counts: dict[str, int],
 ) -> Iterator[pa.Table]:
     if request.engine == "incremental":
-        yield from _incremental_blocks(read_all(request.source, store), spec)
+        bars = read_group(request.source, sorted(counts), store)
+        yield from _incremental_blocks(bars, spec)
         return
     if request.engine == "ray":
         from ray_apps.features.engines.ray_data import feature_dataset
 
-        dataset = feature_dataset(request.source, spec, store, request.parallelism)
+        dataset = feature_dataset(request.source, spec, store, request.parallelism, counts)
         yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
         return
     from ray_apps.features.engines import spark

@@ -34,15 +34,20 @@ class FeatureDatasource(Datasource):
         source: where the bars are.
         spec: the features to compute.
         store: the offline-store actor (store input only).
+        counts: rows per symbol when the caller already has them (saves a query).
     """
 
     def __init__(
-        self, source: BarsInput, spec: FeatureSpec, store: ray.actor.ActorHandle | None = None
+        self,
+        source: BarsInput,
+        spec: FeatureSpec,
+        store: ray.actor.ActorHandle | None = None,
+        counts: dict[str, int] | None = None,
     ) -> None:
         self.source = source
         self.spec = spec
         self.store = store
-        self.counts = symbol_counts(source, store)
+        self.counts = counts if counts is not None else symbol_counts(source, store)
 
     def groups(self, parallelism: int) -> list[list[str]]:
         """The symbol groups of at most ``parallelism`` read tasks (fewer for small inputs)."""
@@ -81,6 +86,7 @@ def feature_dataset(
     spec: FeatureSpec,
     store: ray.actor.ActorHandle | None = None,
     parallelism: int | None = None,
+    counts: dict[str, int] | None = None,
 ) -> ray.data.Dataset:
     """A lazy Ray Dataset of the spec's features for every symbol of ``source``.
 
@@ -89,11 +95,12 @@ def feature_dataset(
         spec: the features to compute.
         store: the offline-store actor (store input only).
         parallelism: most read tasks (default: twice the cluster's CPUs).
+        counts: rows per symbol of ``source`` when already known (from :func:`symbol_counts`).
 
     Returns:
         A dataset of ``symbol, ts`` and the spec's columns, in blocks of whole symbols.
     """
-    datasource = FeatureDatasource(source, spec, store)
+    datasource = FeatureDatasource(source, spec, store, counts)
     if parallelism is None:
         parallelism = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
     tasks = len(datasource.groups(parallelism))

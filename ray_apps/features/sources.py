@@ -72,16 +72,40 @@ def symbol_counts(source: BarsInput, store: object | None = None) -> dict[str, i
 
 
 def partition(counts: dict[str, int], parts: int, max_rows: int) -> list[list[str]]:
-    """Groups of whole symbols with similar row counts, each at most ``max_rows`` if possible."""
-    parts = max(parts, -(-sum(counts.values()) // max_rows), 1)
-    parts = min(parts, len(counts))
-    groups: list[list[str]] = [[] for _ in range(parts)]
-    sizes = [0] * parts
-    for symbol, rows in sorted(counts.items(), key=lambda item: -item[1]):
-        smallest = sizes.index(min(sizes))
-        groups[smallest].append(symbol)
-        sizes[smallest] += rows
-    return [sorted(group) for group in groups if group]
+    """Splits the symbols into runs of consecutive symbols (in sorted order) of similar size.
+
+    Consecutive symbols keep each group's rows together in a file or table sorted by symbol,
+    so a filtered read of one group skips the rest (Parquet row-group statistics, the store's
+    primary key).
+
+    Args:
+        counts: rows per symbol.
+        parts: groups wanted (more when needed to respect ``max_rows``, fewer when there are
+            fewer symbols).
+        max_rows: rows a group should not pass by more than half a symbol (a single larger
+            symbol is its own group).
+
+    Returns:
+        Non-empty groups of sorted symbols, in symbol order.
+    """
+    total = sum(counts.values())
+    parts = min(max(parts, -(-total // max(max_rows, 1)), 1), max(len(counts), 1))
+    target = total / parts
+    groups: list[list[str]] = []
+    done = 0  # rows in the groups before the current one
+    rows = 0  # rows in the current group
+    for symbol in sorted(counts):
+        size = counts[symbol]
+        # close the group when this symbol's midpoint passes the group's share
+        if groups and rows and done + rows + size / 2 > target * len(groups):
+            done += rows
+            rows = 0
+            groups.append([])
+        if not groups:
+            groups.append([])
+        groups[-1].append(symbol)
+        rows += size
+    return groups
 
 
 def read_group(source: BarsInput, symbols: list[str], store: object | None = None) -> pa.Table:

@@ -52,6 +52,8 @@ class ComputeRequest(BaseModel):
         to_store: also upsert the rows into the store's ``features`` table.
         parallelism: most Ray Data read tasks (default: twice the cluster's CPUs).
         spark_executors: RayDP executors for the spark engine.
+        spark_executor_memory: heap per executor; the result is cached there before Ray
+            Data takes it, so give about 500 MB per million rows of features.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -63,6 +65,7 @@ class ComputeRequest(BaseModel):
     to_store: bool = False
     parallelism: int | None = Field(None, ge=1)
     spark_executors: int = Field(1, ge=1)
+    spark_executor_memory: str = Field("2GB", pattern=r"^[0-9]+[KMGT]?B$")
 
 
 class ComputeSummary(BaseModel):
@@ -149,7 +152,10 @@ def _blocks(
         return
     from ray_apps.features.engines import spark
 
-    session = spark.start_spark(spark.SparkConfig(executors=request.spark_executors))
+    config = spark.SparkConfig(
+        executors=request.spark_executors, executor_memory=request.spark_executor_memory
+    )
+    session = spark.start_spark(config)
     try:
         dataset = spark.feature_dataset(session, request.source, spec, store)
         yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
@@ -244,6 +250,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     compute.add_argument("--parallelism", type=int, help="most Ray Data read tasks")
     compute.add_argument("--spark-executors", type=int, default=1, help="RayDP executors")
+    compute.add_argument(
+        "--spark-executor-memory",
+        default="2GB",
+        help="heap per RayDP executor, e.g. 4GB (about 500 MB per million feature rows)",
+    )
     materialize = actions.add_parser(
         "materialize", help="copy the newest stored features of each symbol to Redis"
     )
@@ -262,6 +273,7 @@ def compute_request(args: argparse.Namespace) -> ComputeRequest:
         to_store=args.to_store or args.from_store,
         parallelism=args.parallelism,
         spark_executors=args.spark_executors,
+        spark_executor_memory=args.spark_executor_memory,
     )
 
 

@@ -25,6 +25,8 @@ MAX_ROWS_PER_BLOCK = 250_000
 """Blocks stay well under Ray Data's 128 MiB target with about 25 float columns."""
 MIN_ROWS_PER_TASK = 100_000
 """Fewer, larger read tasks: a task costs milliseconds, a bar about 0.2 microseconds."""
+MAX_ROWS_PER_TASK = 2_000_000
+"""Bounds a task's memory: about 400 MB of bars and features."""
 
 
 class FeatureDatasource(Datasource):
@@ -53,7 +55,9 @@ class FeatureDatasource(Datasource):
         """The symbol groups of at most ``parallelism`` read tasks (fewer for small inputs)."""
         total = sum(self.counts.values())
         parts = max(1, min(parallelism, total // MIN_ROWS_PER_TASK))
-        return partition(self.counts, parts, MAX_ROWS_PER_BLOCK * 8)
+        # big inputs: a whole number of rounds of ``parallelism`` tasks, so no CPU idles at the end
+        rounds = -(-total // (parts * MAX_ROWS_PER_TASK))
+        return partition(self.counts, parts * rounds, MAX_ROWS_PER_TASK)
 
     def estimate_inmemory_data_size(self) -> int:
         """The feature table's size: keys plus 8 bytes a feature, per bar."""

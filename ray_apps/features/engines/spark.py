@@ -45,13 +45,30 @@ class SparkConfig(BaseModel):
 
     executors: int = Field(1, ge=1, description="Spark executors (Ray actors).")
     executor_cores: int = Field(1, ge=1, description="Cores per executor.")
-    executor_memory: str = Field("1GB", description="Heap per executor.")
+    executor_memory: str = Field(
+        "2GB", description="Heap per executor; it caches the result for from_spark."
+    )
     shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions.")
 
 
 def start_spark(config: SparkConfig, app_name: str = "ray-apps-features") -> SparkSession:
-    """Starts (or returns the running) RayDP Spark session on the connected Ray cluster."""
+    """Starts (or returns the running) RayDP Spark session on the connected Ray cluster.
+
+    Raises:
+        UserError: the cluster has no CPU left beside the executors'. Each executor actor
+            holds its cores for the session's life, and ``ray.data.from_spark`` then waits
+            forever for a CPU to run its tasks on.
+    """
     import raydp
+
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    wanted = config.executors * config.executor_cores
+    if cpus <= wanted:
+        raise UserError(
+            f"spark: {config.executors} executor(s) x {config.executor_cores} core(s) need "
+            f"{wanted + 1} CPUs in the Ray cluster ({wanted} held by the executors, 1 for "
+            f"Ray Data to take their output); the cluster has {cpus}"
+        )
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)

@@ -1,0 +1,1 @@
+"""Models that score assets: torch modules, their training loop, baselines, one interface."""

@@ -1,0 +1,430 @@
+"""PyTorch models behind the common interface: one training loop for rows, windows and graphs.
+
+Each model names how it reads the panel (``rows``: one asset on one date; ``windows``: one
+asset over the lookback dates; ``graph``: every asset on one date) and builds its module; the
+loop here shuffles the training samples, minimizes the squared error to the target, and
+reports after every epoch. With CUDA present (``device: auto``) it trains there, in bfloat16
+mixed precision unless turned off. A fitted model pickles with its weights on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from ray_apps.models.base import ModelParams, ScoreModel
+from ray_apps.models.modules import MLP, GATNet, LSTMNet, TransformerNet
+from ray_apps.models.panel import Panel
+
+InputKind = Literal["rows", "windows", "graph"]
+
+
+class NeuralParams(ModelParams):
+    """What every neural model's training takes.
+
+    Attributes:
+        epochs: passes over the training samples.
+        learning_rate: Adam's step size.
+        weight_decay: AdamW's decoupled weight decay.
+        batch_size: samples (rows, windows) or dates (graph) per step.
+        dropout: dropout probability inside the module.
+        seed: seeds the weights and the shuffling.
+        device: ``auto`` uses CUDA when present.
+        mixed_precision: bfloat16 autocast on CUDA (ignored on the CPU).
+        threads: torch CPU threads (1 lets parallel trials share the cores).
+    """
+
+    epochs: int = Field(10, ge=1, le=1000)
+    learning_rate: float = Field(1e-3, gt=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(512, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: bool = True
+    threads: int = Field(1, ge=1)
+
+
+def pick_device(choice: str) -> torch.device:
+    """The torch device for ``auto``, ``cpu`` or ``cuda`` (an error if CUDA is asked but absent)."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda was asked for but torch sees no CUDA device")
+    if choice == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+class NeuralModel(ScoreModel):
+    """A torch module trained on samples of the panel; subclasses say which and build it."""
+
+    input_kind: ClassVar[InputKind] = "rows"
+    params: NeuralParams
+
+    def __init__(self, params: NeuralParams, feature_columns: tuple[str, ...]) -> None:
+        super().__init__(params, feature_columns)
+        self.module: torch.nn.Module | None = None
+        self.device = torch.device("cpu")
+        self.epochs_done = 0
+        self.optimizer_state: dict[str, Any] | None = None
+
+    @property
+    def epochs(self) -> int:
+        """Passes over the training samples."""
+        return self.params.epochs
+
+    @abstractmethod
+    def build(self, n_features: int) -> torch.nn.Module:
+        """The untrained module."""
+
+    def prepare(self, panel: Panel, train: np.ndarray) -> None:
+        """Learns whatever the module needs besides weights (the graph's edges)."""
+
+    # ---- training -------------------------------------------------------------------------
+    def fit_steps(self, panel: Panel, train: np.ndarray) -> Iterator[int]:
+        """Trains epoch by epoch, continuing after ``epochs_done`` when resumed from a pickle.
+
+        The weights, the optimizer's state and the epoch count travel in the pickle, and each
+        epoch's shuffle is seeded by (seed, epoch), so a resumed run trains as an unbroken one.
+        """
+        self.check_panel(panel)
+        torch.set_num_threads(self.params.threads)
+        self.device = pick_device(self.params.device)
+        if self.module is None:
+            torch.manual_seed(self.params.seed)
+            self.prepare(panel, train)
+            self.module = self.build(len(self.feature_columns))
+        self.module.to(self.device)
+        optimizer = torch.optim.AdamW(
+            self.module.parameters(),
+            lr=self.params.learning_rate,
+            weight_decay=self.params.weight_decay,
+        )
+        if self.optimizer_state is not None:
+            optimizer.load_state_dict(self.optimizer_state)
+        units = self._units(panel, train)
+        if len(units[0]) == 0:
+            raise ValueError(f"{self.name}: no training sample has its inputs and a target")
+        tensors = self._tensors(panel)
+        for epoch in range(self.epochs_done + 1, self.params.epochs + 1):
+            self.module.train()
+            order = np.random.default_rng([self.params.seed, epoch]).permutation(len(units[0]))
+            for first in range(0, len(order), self.params.batch_size):
+                batch = order[first : first + self.params.batch_size]
+                with self._autocast():
+                    score, target = self._batch(units, batch, tensors)
+                    loss = torch.nn.functional.mse_loss(score.float(), target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            self.epochs_done = epoch
+            self.optimizer_state = optimizer.state_dict()
+            yield epoch
+
+    def predict(self, panel: Panel, dates: np.ndarray) -> np.ndarray:
+        """Scores every asset whose input is defined on each of ``dates``."""
+        self.check_panel(panel)
+        if self.module is None:
+            raise ValueError(f"{self.name}: predict before fit")
+        dates = np.asarray(dates)
+        out = np.full((len(dates), len(panel.symbols)), np.nan)
+        units = self._units(panel, dates, need_target=False)
+        tensors = self._tensors(panel)
+        self.module.eval()
+        with torch.no_grad(), self._autocast():
+            for first in range(0, len(units[0]), 4 * self.params.batch_size):
+                batch = np.arange(first, min(first + 4 * self.params.batch_size, len(units[0])))
+                score, _ = self._batch(units, batch, tensors)
+                self._place(out, dates, units, batch, score.float().cpu().numpy())
+        return out
+
+    # ---- samples --------------------------------------------------------------------------
+    def _units(
+        self, panel: Panel, dates: np.ndarray, need_target: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(date, asset) of each sample; for graphs, (date, -1) of each usable date."""
+        usable = panel.window_defined(self.lookback)
+        if need_target:
+            usable &= np.isfinite(panel.target)
+        mask = np.zeros(len(panel.dates), dtype=bool)
+        mask[dates] = True
+        usable &= mask[:, None]
+        if self.input_kind == "graph":
+            days = np.flatnonzero(usable.any(axis=1))
+            return days, np.full(len(days), -1)
+        return np.nonzero(usable)
+
+    def _tensors(self, panel: Panel) -> dict[str, torch.Tensor]:
+        features = np.nan_to_num(panel.features, nan=0.0)
+        tensors = {
+            "features": torch.from_numpy(features).to(self.device),
+            "target": torch.from_numpy(panel.target).to(self.device),
+            "defined": torch.from_numpy(panel.defined()).to(self.device),
+        }
+        tensors.update(self.extra_tensors(panel))
+        return tensors
+
+    def extra_tensors(self, panel: Panel) -> dict[str, torch.Tensor]:
+        """Further tensors ``_batch`` needs (the graph's adjacency)."""
+        return {}
+
+    def _batch(
+        self,
+        units: tuple[np.ndarray, np.ndarray],
+        batch: np.ndarray,
+        tensors: dict[str, torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, targets) of one batch; for graphs, only present assets with targets."""
+        d = torch.from_numpy(units[0][batch]).to(self.device)
+        features = tensors["features"]
+        if self.input_kind == "rows":
+            a = torch.from_numpy(units[1][batch]).to(self.device)
+            return self.module(features[d, a]), tensors["target"][d, a]
+        if self.input_kind == "windows":
+            a = torch.from_numpy(units[1][batch]).to(self.device)
+            steps = torch.arange(-self.lookback + 1, 1, device=self.device)
+            x = features[d[:, None] + steps[None, :], a[:, None]]
+            return self.module(x), tensors["target"][d, a]
+        present = tensors["defined"][d]
+        scores = self.module(features[d], tensors["adjacency"], present)
+        target = tensors["target"][d]
+        keep = present & torch.isfinite(target)
+        return scores[keep], target[keep]
+
+    def _place(
+        self,
+        out: np.ndarray,
+        dates: np.ndarray,
+        units: tuple[np.ndarray, np.ndarray],
+        batch: np.ndarray,
+        score: np.ndarray,
+    ) -> None:
+        row_of = {int(d): i for i, d in enumerate(dates)}
+        rows = np.array([row_of[int(d)] for d in units[0][batch]], dtype=np.int64)
+        out[rows, units[1][batch]] = score
+
+    def _autocast(self) -> torch.autocast:
+        enabled = self.device.type == "cuda" and self.params.mixed_precision
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    # ---- pickling ---------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        module = state.pop("module")
+        state["device"] = "cpu"
+        state["weights"] = None if module is None else {
+            k: v.detach().cpu() for k, v in module.state_dict().items()
+        }
+        if state["optimizer_state"] is not None:
+            state["optimizer_state"] = _to_cpu(state["optimizer_state"])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        weights = state.pop("weights")
+        state["device"] = torch.device("cpu")
+        self.__dict__.update(state)
+        self.module = None
+        if weights is not None:
+            self.module = self.build(len(self.feature_columns))
+            self.module.load_state_dict(weights)
+            self.module.eval()
+
+
+class MLPParams(NeuralParams):
+    """MLP: ``layers`` hidden layers of ``hidden`` units."""
+
+    hidden: int = Field(64, ge=1)
+    layers: int = Field(2, ge=1, le=8)
+
+
+class MLPModel(NeuralModel):
+    """Feed-forward baseline on the features of each (asset, date)."""
+
+    name = "mlp"
+    Params = MLPParams
+    input_kind = "rows"
+
+    def build(self, n_features: int) -> torch.nn.Module:
+        """An :class:`MLP`."""
+        p = self.params
+        return MLP(n_features, p.hidden, p.layers, p.dropout)
+
+
+class LSTMParams(NeuralParams):
+    """LSTM over ``lookback`` dates."""
+
+    lookback: int = Field(20, ge=2, le=512)
+    hidden: int = Field(32, ge=1)
+    layers: int = Field(1, ge=1, le=4)
+
+
+class LSTMModel(NeuralModel):
+    """LSTM over each asset's window of features."""
+
+    name = "lstm"
+    Params = LSTMParams
+    input_kind = "windows"
+
+    @property
+    def lookback(self) -> int:
+        """The window length."""
+        return self.params.lookback
+
+    def build(self, n_features: int) -> torch.nn.Module:
+        """An :class:`LSTMNet`."""
+        p = self.params
+        return LSTMNet(n_features, p.hidden, p.layers, p.dropout)
+
+
+class TransformerParams(NeuralParams):
+    """Transformer encoder over ``lookback`` dates."""
+
+    lookback: int = Field(20, ge=2, le=512)
+    d_model: int = Field(32, ge=4)
+    heads: int = Field(4, ge=1)
+    layers: int = Field(2, ge=1, le=8)
+    feedforward: int = Field(64, ge=4)
+
+
+class TransformerModel(NeuralModel):
+    """Self-attention over each asset's window of features."""
+
+    name = "transformer"
+    Params = TransformerParams
+    input_kind = "windows"
+
+    def __init__(self, params: TransformerParams, feature_columns: tuple[str, ...]) -> None:
+        if params.d_model % params.heads:
+            raise ValueError(
+                f"transformer: d_model {params.d_model} is not divisible by heads {params.heads}"
+            )
+        super().__init__(params, feature_columns)
+
+    @property
+    def lookback(self) -> int:
+        """The window length."""
+        return self.params.lookback
+
+    def build(self, n_features: int) -> torch.nn.Module:
+        """A :class:`TransformerNet`."""
+        p = self.params
+        return TransformerNet(
+            n_features, p.lookback, p.d_model, p.heads, p.layers, p.feedforward, p.dropout
+        )
+
+
+class GATParams(NeuralParams):
+    """Graph attention across assets.
+
+    Attributes:
+        edges: ``sector`` or ``industry`` links assets of the same group (the S&P 500 panel's
+            classification); ``correlation`` links each asset to its ``top_k`` most correlated
+            by returns over the training dates.
+    """
+
+    batch_size: int = Field(8, ge=1)
+    hidden: int = Field(32, ge=1)
+    heads: int = Field(4, ge=1)
+    layers: int = Field(2, ge=1, le=6)
+    edges: Literal["sector", "industry", "correlation"] = "sector"
+    top_k: int = Field(10, ge=1)
+
+
+class GATModel(NeuralModel):
+    """Graph attention network scoring all assets of a date together."""
+
+    name = "gat"
+    Params = GATParams
+    input_kind = "graph"
+
+    def __init__(self, params: GATParams, feature_columns: tuple[str, ...]) -> None:
+        if params.hidden % params.heads:
+            raise ValueError(
+                f"gat: hidden {params.hidden} is not divisible by heads {params.heads}"
+            )
+        super().__init__(params, feature_columns)
+        self.symbols: np.ndarray = np.array([], dtype=str)
+        self.adjacency: np.ndarray = np.zeros((0, 0), dtype=bool)
+
+    def build(self, n_features: int) -> torch.nn.Module:
+        """A :class:`GATNet`."""
+        p = self.params
+        return GATNet(n_features, p.hidden, p.heads, p.layers, p.dropout)
+
+    def prepare(self, panel: Panel, train: np.ndarray) -> None:
+        """Builds the edges between the panel's symbols."""
+        self.symbols = panel.symbols.copy()
+        if self.params.edges == "correlation":
+            self.adjacency = correlation_edges(panel.returns[train], self.params.top_k)
+        else:
+            self.adjacency = group_edges(panel.symbols, self.params.edges)
+
+    def extra_tensors(self, panel: Panel) -> dict[str, torch.Tensor]:
+        """The adjacency between the panel's symbols (unknown symbols link to themselves)."""
+        known = {s: i for i, s in enumerate(self.symbols)}
+        index = np.array([known.get(s, -1) for s in panel.symbols])
+        adjacency = np.eye(len(index), dtype=bool)
+        seen = index >= 0
+        adjacency[np.ix_(seen, seen)] |= self.adjacency[np.ix_(index[seen], index[seen])]
+        return {"adjacency": torch.from_numpy(adjacency).to(self.device)}
+
+    def predict(self, panel: Panel, dates: np.ndarray) -> np.ndarray:
+        """Scores every present asset on each date."""
+        self.check_panel(panel)
+        if self.module is None:
+            raise ValueError("gat: predict before fit")
+        dates = np.asarray(dates)
+        out = np.full((len(dates), len(panel.symbols)), np.nan)
+        tensors = self._tensors(panel)
+        self.module.eval()
+        with torch.no_grad(), self._autocast():
+            for first in range(0, len(dates), self.params.batch_size):
+                chunk = dates[first : first + self.params.batch_size]
+                d = torch.from_numpy(chunk).to(self.device)
+                present = tensors["defined"][d]
+                score = self.module(tensors["features"][d], tensors["adjacency"], present)
+                score = score.float().masked_fill(~present, math.nan)
+                out[first : first + len(chunk)] = score.cpu().numpy()
+        return out
+
+
+def group_edges(symbols: np.ndarray, level: Literal["sector", "industry"]) -> np.ndarray:
+    """Edges [A, A]: assets in the same sector (or industry) of the S&P 500 classification."""
+    from ray_apps.marketdata.loaders import sp500_sectors
+
+    table = sp500_sectors().drop_duplicates("symbol")  # the file lists a few tickers twice
+    groups = dict(zip(table["symbol"], table[level].astype(str), strict=True))
+    labels = np.array([groups.get(s, f"?{s}") for s in symbols])
+    return labels[:, None] == labels[None, :]
+
+
+def correlation_edges(returns: np.ndarray, top_k: int) -> np.ndarray:
+    """Edges [A, A]: each asset and its ``top_k`` most correlated others (made symmetric)."""
+    filled = np.where(np.isfinite(returns), returns, 0.0)
+    filled = filled - filled.mean(axis=0)
+    norms = np.sqrt((filled**2).sum(axis=0))
+    norms[norms == 0] = 1.0
+    corr = (filled.T @ filled) / np.outer(norms, norms)
+    np.fill_diagonal(corr, -np.inf)
+    k = min(top_k, corr.shape[0] - 1)
+    adjacency = np.eye(corr.shape[0], dtype=bool)
+    if k > 0:
+        nearest = np.argpartition(-corr, k - 1, axis=1)[:, :k]
+        adjacency[np.repeat(np.arange(corr.shape[0]), k), nearest.ravel()] = True
+    return adjacency | adjacency.T
+
+
+def _to_cpu(value: Any) -> Any:
+    """The same nested structure with every tensor moved to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(v) for v in value)
+    return value

@@ -1,0 +1,1 @@
+"""Datasets, walk-forward splits, metrics, sweeps and the model registry."""

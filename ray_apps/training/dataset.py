@@ -1,0 +1,159 @@
+"""The data a sweep trains on: bars -> features (the one definition) -> point-in-time panel.
+
+Bars come from a packaged data set (validated; bad rows are quarantined and counted, never
+used), a CSV/Parquet file, or the offline store; features are computed with the batch kernels
+of the feature spec; labels and the cross-sectional transform come from
+:func:`~ray_apps.features.training_set.build_training_set`. The raw next-bar log return is
+kept beside the (possibly ranked) target so portfolios are evaluated in real returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from ray_apps.errors import UserError
+from ray_apps.features.batch import compute_frame
+from ray_apps.features.spec import DEFAULT_SPEC_PATH, FeatureSpec, load_spec
+from ray_apps.features.training_set import (
+    TrainingSetConfig,
+    build_training_set,
+    forward_returns,
+)
+from ray_apps.marketdata.sources import PACKAGED
+from ray_apps.marketdata.validation import validate_bars
+from ray_apps.models.panel import Panel
+
+RETURN_COLUMN = "return_1"
+"""The raw next-bar log return kept for portfolio evaluation."""
+
+
+class DataConfig(BaseModel):
+    """Where the bars come from and how training rows are made.
+
+    Attributes:
+        source: a packaged data set (``sp500-panel``, ``arch:sp500``, ...), ``store`` (the
+            offline store), or a CSV/Parquet path.
+        interval: bar interval read from the store.
+        symbols: only these symbols (all when None).
+        start: first bar time used (features warm up from here).
+        end: end of the bars used (exclusive).
+        feature_spec: the feature spec file.
+        horizon: the target is the log return over the next ``horizon`` bars.
+        normalize: per-date cross-sectional transform of features and target.
+        min_symbols: with a transform, dates with fewer symbols are dropped.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = "sp500-panel"
+    interval: str = "1d"
+    symbols: list[str] | None = None
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    feature_spec: Path = DEFAULT_SPEC_PATH
+    horizon: int = Field(1, ge=1, le=250)
+    normalize: Literal["none", "rank", "zscore"] = "rank"
+    min_symbols: int = Field(5, ge=2)
+
+    @property
+    def target_column(self) -> str:
+        """The label the models learn."""
+        return f"label_{self.horizon}"
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """A panel ready to train on and what it was made from.
+
+    Attributes:
+        panel: features, target and raw returns per (date, asset).
+        spec: the feature spec used.
+        tags: provenance to log beside a model (source, spec version and fingerprint, data
+            range, horizon).
+    """
+
+    panel: Panel
+    spec: FeatureSpec
+    tags: dict[str, str]
+
+
+def load_bars(config: DataConfig, store: object | None = None) -> pd.DataFrame:
+    """The bars named by ``config`` (``store`` is the offline-store actor for ``store``).
+
+    Raises:
+        UserError: unknown source, no bars left after filtering.
+    """
+    if config.source == "store":
+        if store is None:
+            raise UserError("data.source: store needs a running stack (ray-apps stack up)")
+        import ray
+
+        bars = ray.get(
+            store.bars.remote(
+                symbols=config.symbols, start=config.start, end=config.end,
+                interval=config.interval,
+            )
+        )
+    else:
+        if config.source in PACKAGED:
+            raw = PACKAGED[config.source]()
+        else:
+            path = Path(config.source)
+            if not path.is_file():
+                raise UserError(
+                    f"data.source: {config.source!r} is neither a packaged data set "
+                    f"({', '.join(PACKAGED)}), 'store', nor an existing file"
+                )
+            raw = pd.read_parquet(path) if path.suffix != ".csv" else pd.read_csv(path)
+        bars = validate_bars(raw).accepted
+        if config.symbols:
+            bars = bars[bars["symbol"].isin(config.symbols)]
+        if config.start is not None:
+            bars = bars[bars["ts"] >= pd.Timestamp(config.start, tz="UTC")]
+        if config.end is not None:
+            bars = bars[bars["ts"] < pd.Timestamp(config.end, tz="UTC")]
+    if bars.empty:
+        raise UserError(f"data: no bars in {config.source} for the symbols and dates asked")
+    return bars.reset_index(drop=True)
+
+
+def load_training_data(config: DataConfig, store: object | None = None) -> TrainingData:
+    """Bars -> features -> point-in-time rows -> a panel, with provenance tags."""
+    spec = load_spec(config.feature_spec)
+    bars = load_bars(config, store)
+    features = compute_frame(bars, spec)
+    horizons = sorted({1, config.horizon})
+    rows = build_training_set(
+        bars,
+        features,
+        TrainingSetConfig(
+            horizons=horizons, normalize=config.normalize, min_symbols=config.min_symbols
+        ),
+    )
+    raw = forward_returns(bars, [1]).rename(columns={"label_1": RETURN_COLUMN})
+    raw["ts"] = pd.to_datetime(raw["ts"], utc=True)
+    rows = rows.merge(raw, on=["symbol", "ts"], how="left", validate="one_to_one")
+    if rows.empty:
+        raise UserError(
+            f"data: no training rows from {config.source}: too few bars for the features' "
+            f"warm-up ({spec.warmup} bars) and the {config.horizon}-bar label"
+        )
+    panel = Panel.from_frame(rows, spec.columns, config.target_column, RETURN_COLUMN)
+    tags = {
+        "data.source": config.source,
+        "data.interval": config.interval,
+        "data.start": str(panel.dates[0]),
+        "data.end": str(panel.dates[-1]),
+        "data.symbols": str(len(panel.symbols)),
+        "data.horizon": str(config.horizon),
+        "data.normalize": config.normalize,
+        "feature_spec.version": spec.version,
+        "feature_spec.fingerprint": spec.fingerprint,
+    }
+    return TrainingData(panel=panel, spec=spec, tags=tags)

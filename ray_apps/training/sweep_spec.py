@@ -147,7 +147,7 @@ class SweepSpec(BaseModel):
         metric: validation metric to optimize, ``val_<metric>``.
         mode: ``max`` or ``min`` (None: min for mse and turnover, max otherwise).
         max_failures: retries of a failing trial.
-        register: where the best model is registered.
+        registry: where the best model is registered.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -167,7 +167,7 @@ class SweepSpec(BaseModel):
     metric: str = "val_rank_ic"
     mode: Literal["max", "min"] | None = None
     max_failures: int = Field(1, ge=0)
-    register: RegisterConfig
+    registry: RegisterConfig
 
     @property
     def metric_mode(self) -> Literal["max", "min"]:

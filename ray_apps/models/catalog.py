@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ray_apps.errors import UserError
+from ray_apps.errors import UserError, validation_problems
 from ray_apps.models.base import ScoreModel
 from ray_apps.models.baselines import MomentumModel, RidgeModel
 from ray_apps.models.neural import GATModel, LSTMModel, MLPModel, TransformerModel
@@ -38,9 +38,6 @@ def build_model(
     try:
         return model(model.Params(**params), tuple(feature_columns))
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
-        raise UserError(f"{where}.params ({name}): {problems}") from None
+        raise UserError(f"{where}.params ({name}): {validation_problems(error)}") from None
     except ValueError as error:
         raise UserError(f"{where}.params ({name}): {error}") from None

@@ -74,6 +74,11 @@ class NeuralModel(ScoreModel):
         self.optimizer_state: dict[str, Any] | None = None
 
     @property
+    def lookback(self) -> int:
+        """Dates per input window (``params.lookback`` for window models, else 1)."""
+        return self.params.lookback if isinstance(self.params, WindowParams) else 1
+
+    @property
     def epochs(self) -> int:
         """Passes over the training samples."""
         return self.params.epochs
@@ -134,13 +139,15 @@ class NeuralModel(ScoreModel):
         dates = np.asarray(dates)
         out = np.full((len(dates), len(panel.symbols)), np.nan)
         units = self._units(panel, dates, need_target=False)
+        row_of = np.full(len(panel.dates), -1)
+        row_of[dates] = np.arange(len(dates))
         tensors = self._tensors(panel)
         self.module.eval()
         with torch.no_grad(), self._autocast():
             for first in range(0, len(units[0]), 4 * self.params.batch_size):
                 batch = np.arange(first, min(first + 4 * self.params.batch_size, len(units[0])))
                 score, _ = self._batch(units, batch, tensors)
-                self._place(out, dates, units, batch, score.float().cpu().numpy())
+                out[row_of[units[0][batch]], units[1][batch]] = score.float().cpu().numpy()
         return out
 
     # ---- samples --------------------------------------------------------------------------
@@ -148,16 +155,11 @@ class NeuralModel(ScoreModel):
         self, panel: Panel, dates: np.ndarray, need_target: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         """(date, asset) of each sample; for graphs, (date, -1) of each usable date."""
-        usable = panel.window_defined(self.lookback)
-        if need_target:
-            usable &= np.isfinite(panel.target)
-        mask = np.zeros(len(panel.dates), dtype=bool)
-        mask[dates] = True
-        usable &= mask[:, None]
+        d, a = panel.samples(dates, self.lookback, need_target)
         if self.input_kind == "graph":
-            days = np.flatnonzero(usable.any(axis=1))
+            days = np.unique(d)
             return days, np.full(len(days), -1)
-        return np.nonzero(usable)
+        return d, a
 
     def _tensors(self, panel: Panel) -> dict[str, torch.Tensor]:
         features = np.nan_to_num(panel.features, nan=0.0)
@@ -195,18 +197,6 @@ class NeuralModel(ScoreModel):
         target = tensors["target"][d]
         keep = present & torch.isfinite(target)
         return scores[keep], target[keep]
-
-    def _place(
-        self,
-        out: np.ndarray,
-        dates: np.ndarray,
-        units: tuple[np.ndarray, np.ndarray],
-        batch: np.ndarray,
-        score: np.ndarray,
-    ) -> None:
-        row_of = {int(d): i for i, d in enumerate(dates)}
-        rows = np.array([row_of[int(d)] for d in units[0][batch]], dtype=np.int64)
-        out[rows, units[1][batch]] = score
 
     def _autocast(self) -> torch.autocast:
         enabled = self.device.type == "cuda" and self.params.mixed_precision
@@ -255,10 +245,15 @@ class MLPModel(NeuralModel):
         return MLP(n_features, p.hidden, p.layers, p.dropout)
 
 
-class LSTMParams(NeuralParams):
-    """LSTM over ``lookback`` dates."""
+class WindowParams(NeuralParams):
+    """Models that read each asset's features over the ``lookback`` dates ending at t."""
 
     lookback: int = Field(20, ge=2, le=512)
+
+
+class LSTMParams(WindowParams):
+    """LSTM over ``lookback`` dates."""
+
     hidden: int = Field(32, ge=1)
     layers: int = Field(1, ge=1, le=4)
 
@@ -270,21 +265,15 @@ class LSTMModel(NeuralModel):
     Params = LSTMParams
     input_kind = "windows"
 
-    @property
-    def lookback(self) -> int:
-        """The window length."""
-        return self.params.lookback
-
     def build(self, n_features: int) -> torch.nn.Module:
         """An :class:`LSTMNet`."""
         p = self.params
         return LSTMNet(n_features, p.hidden, p.layers, p.dropout)
 
 
-class TransformerParams(NeuralParams):
+class TransformerParams(WindowParams):
     """Transformer encoder over ``lookback`` dates."""
 
-    lookback: int = Field(20, ge=2, le=512)
     d_model: int = Field(32, ge=4)
     heads: int = Field(4, ge=1)
     layers: int = Field(2, ge=1, le=8)
@@ -304,11 +293,6 @@ class TransformerModel(NeuralModel):
                 f"transformer: d_model {params.d_model} is not divisible by heads {params.heads}"
             )
         super().__init__(params, feature_columns)
-
-    @property
-    def lookback(self) -> int:
-        """The window length."""
-        return self.params.lookback
 
     def build(self, n_features: int) -> torch.nn.Module:
         """A :class:`TransformerNet`."""

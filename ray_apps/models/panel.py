@@ -99,12 +99,16 @@ class Panel:
             full[lookback - 1 :] = window == lookback
         return full
 
-    def samples(self, dates: np.ndarray, lookback: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(date index, asset index) of every trainable sample on ``dates``.
+    def samples(
+        self, dates: np.ndarray, lookback: int = 1, need_target: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(date index, asset index) of every sample on ``dates``, in date order.
 
-        A sample needs its whole input window defined and a defined target.
+        A sample needs its whole input window defined and, to train on, a defined target.
         """
-        usable = self.window_defined(lookback) & np.isfinite(self.target)
+        usable = self.window_defined(lookback)
+        if need_target:
+            usable &= np.isfinite(self.target)
         mask = np.zeros(len(self.dates), dtype=bool)
         mask[dates] = True
         return np.nonzero(usable & mask[:, None])

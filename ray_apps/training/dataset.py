@@ -25,7 +25,8 @@ from ray_apps.features.training_set import (
     build_training_set,
     forward_returns,
 )
-from ray_apps.marketdata.sources import PACKAGED
+from ray_apps.marketdata.sources import SyntheticSource, parse_source
+from ray_apps.marketdata.synthetic import generate_bars
 from ray_apps.marketdata.validation import validate_bars
 from ray_apps.models.panel import Panel
 
@@ -37,8 +38,9 @@ class DataConfig(BaseModel):
     """Where the bars come from and how training rows are made.
 
     Attributes:
-        source: a packaged data set (``sp500-panel``, ``arch:sp500``, ...), ``store`` (the
-            offline store), or a CSV/Parquet path.
+        source: what ``ray-apps ingest --source`` takes (a packaged data set such as
+            ``sp500-panel``, ``synthetic:SYMBOLS:BARS[:INTERVAL]``, or a CSV/Parquet path), or
+            ``store`` (the offline store).
         interval: bar interval read from the store.
         symbols: only these symbols (all when None).
         start: first bar time used (features warm up from here).
@@ -101,16 +103,14 @@ def load_bars(config: DataConfig, store: object | None = None) -> pd.DataFrame:
             )
         )
     else:
-        if config.source in PACKAGED:
-            raw = PACKAGED[config.source]()
+        try:
+            source = parse_source(config.source)
+        except UserError as error:
+            raise UserError(f"data.source: {error} (or 'store')") from None
+        if isinstance(source, SyntheticSource):
+            raw = generate_bars(source.spec)
         else:
-            path = Path(config.source)
-            if not path.is_file():
-                raise UserError(
-                    f"data.source: {config.source!r} is neither a packaged data set "
-                    f"({', '.join(PACKAGED)}), 'store', nor an existing file"
-                )
-            raw = pd.read_parquet(path) if path.suffix != ".csv" else pd.read_csv(path)
+            raw = pd.concat(list(source.read()), ignore_index=True)
         bars = validate_bars(raw).accepted
         if config.symbols:
             bars = bars[bars["symbol"].isin(config.symbols)]

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ray_apps.errors import UserError
+from ray_apps.errors import UserError, validation_problems
 from ray_apps.features.spec import load_spec
 from ray_apps.models.catalog import MODELS, build_model
 from ray_apps.training.dataset import DataConfig
@@ -63,18 +63,6 @@ class Distribution(BaseModel):
         if self.randint is not None:
             return [self.randint[0], self.randint[1] - 1]
         return list(self.uniform or self.loguniform)
-
-    def to_tune(self) -> Any:
-        """The Ray Tune search-space object."""
-        from ray import tune
-
-        if self.choice is not None:
-            return tune.choice(self.choice)
-        if self.randint is not None:
-            return tune.randint(*self.randint)
-        if self.loguniform is not None:
-            return tune.loguniform(*self.loguniform)
-        return tune.uniform(*self.uniform)
 
 
 class ModelChoice(BaseModel):
@@ -188,10 +176,7 @@ def parse_sweep_spec(raw: object, source: str = "<sweep spec>") -> SweepSpec:
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}"
-            for e in error.errors()[:5]
-        )
+        problems = validation_problems(error, limit=5, root="spec")
         raise UserError(f"{source}: {problems}") from None
     metrics = [f"val_{m}" for m in METRICS]
     if spec.metric not in metrics:

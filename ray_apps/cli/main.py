@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from ray_apps.cli import data, features, ingest, stack
+from ray_apps.cli import data, features, ingest, stack, sweep
 from ray_apps.errors import UserError
 
 
@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ray-apps", description="Build, tune and serve ML models over market data on Ray."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (stack, ingest, data, features):
+    for module in (stack, ingest, data, features, sweep):
         module.register(commands)
     return parser
 

@@ -85,17 +85,30 @@ def build_training_set(
     value_columns = [c for c in rows.columns if c not in ("symbol", "ts")]
     rows = rows.replace([np.inf, -np.inf], np.nan).dropna(subset=value_columns)
     if config.normalize != "none":
-        rows = _cross_section(rows, value_columns, config)
+        rows = cross_section(rows, value_columns, config.normalize, config.min_symbols)
     return rows.sort_values(["ts", "symbol"], kind="stable").reset_index(drop=True)
 
 
-def _cross_section(
-    rows: pd.DataFrame, columns: list[str], config: TrainingSetConfig
+def cross_section(
+    rows: pd.DataFrame,
+    columns: list[str],
+    normalize: Literal["none", "rank", "zscore"],
+    min_symbols: int,
 ) -> pd.DataFrame:
+    """Transforms ``columns`` per date across the symbols of that date.
+
+    Args:
+        rows: ``symbol, ts`` and the columns, every value defined.
+        columns: the columns to transform.
+        normalize: ``rank`` (to (0, 1]), ``zscore`` (population std), or ``none``.
+        min_symbols: dates with fewer symbols are dropped (unless ``none``).
+    """
+    if normalize == "none":
+        return rows
     size = rows.groupby("ts")["symbol"].transform("size")
-    rows = rows.loc[size >= config.min_symbols].copy()
+    rows = rows.loc[size >= min_symbols].copy()
     by_date = rows.groupby("ts")[columns]
-    if config.normalize == "rank":
+    if normalize == "rank":
         rows[columns] = by_date.rank(pct=True)
     else:
         mean = by_date.transform("mean")

@@ -95,7 +95,8 @@ class NeuralModel(ScoreModel):
         """Trains epoch by epoch, continuing after ``epochs_done`` when resumed from a pickle.
 
         The weights, the optimizer's state and the epoch count travel in the pickle, and each
-        epoch's shuffle is seeded by (seed, epoch), so a resumed run trains as an unbroken one.
+        epoch's shuffle and dropout are seeded by (seed, epoch), so a resumed run trains as an
+        unbroken one.
         """
         self.check_panel(panel)
         torch.set_num_threads(self.params.threads)
@@ -118,7 +119,9 @@ class NeuralModel(ScoreModel):
         tensors = self._tensors(panel)
         for epoch in range(self.epochs_done + 1, self.params.epochs + 1):
             self.module.train()
-            order = np.random.default_rng([self.params.seed, epoch]).permutation(len(units[0]))
+            rng = np.random.default_rng([self.params.seed, epoch])
+            torch.manual_seed(int(rng.integers(2**63)))  # dropout: the same after a resume
+            order = rng.permutation(len(units[0]))
             for first in range(0, len(order), self.params.batch_size):
                 batch = order[first : first + self.params.batch_size]
                 with self._autocast():
@@ -165,7 +168,7 @@ class NeuralModel(ScoreModel):
         features = np.nan_to_num(panel.features, nan=0.0)
         tensors = {
             "features": torch.from_numpy(features).to(self.device),
-            "target": torch.from_numpy(panel.target).to(self.device),
+            "target": torch.tensor(panel.target, device=self.device),
             "defined": torch.from_numpy(panel.defined()).to(self.device),
         }
         tensors.update(self.extra_tensors(panel))

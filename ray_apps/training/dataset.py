@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -78,11 +79,14 @@ class TrainingData:
         spec: the feature spec used.
         tags: provenance to log beside a model (source, spec version and fingerprint, data
             range, horizon).
+        feature_rows: ``symbol, ts`` and the raw (untransformed) features of every row whose
+            features are all defined: what a served model receives.
     """
 
     panel: Panel
     spec: FeatureSpec
     tags: dict[str, str]
+    feature_rows: pd.DataFrame
 
 
 def load_bars(config: DataConfig, store: object | None = None) -> pd.DataFrame:
@@ -156,4 +160,8 @@ def load_training_data(config: DataConfig, store: object | None = None) -> Train
         "feature_spec.version": spec.version,
         "feature_spec.fingerprint": spec.fingerprint,
     }
-    return TrainingData(panel=panel, spec=spec, tags=tags)
+    defined = features.replace([np.inf, -np.inf], np.nan).dropna(subset=spec.columns)
+    defined = defined.assign(ts=pd.to_datetime(defined["ts"], utc=True))
+    return TrainingData(
+        panel=panel, spec=spec, tags=tags, feature_rows=defined.reset_index(drop=True)
+    )

@@ -64,6 +64,18 @@ class Distribution(BaseModel):
             return [self.randint[0], self.randint[1] - 1]
         return list(self.uniform or self.loguniform)
 
+    def to_tune(self) -> Any:
+        """The Ray Tune search-space object (``tune.uniform``, ``tune.choice``, ...)."""
+        from ray import tune
+
+        if self.choice is not None:
+            return tune.choice(self.choice)
+        if self.randint is not None:
+            return tune.randint(*self.randint)
+        if self.loguniform is not None:
+            return tune.loguniform(*self.loguniform)
+        return tune.uniform(*self.uniform)
+
 
 class ModelChoice(BaseModel):
     """The model a sweep trains and its fixed parameters."""

@@ -1,0 +1,59 @@
+"""Run a sweep spec: ``python -m ray_apps.jobs.sweep tune/SPEC.yaml [--resume]``.
+
+Runs the same as ``ray-apps sweep`` and as ``ray job submit -- python -m ray_apps.jobs.sweep
+...``. The spec is checked whole before anything starts; then Ray Tune runs the trials (watch
+them in the Ray dashboard and in MLflow under the spec's experiment), and the best trial's
+model is evaluated once on the held-out test period and registered with the spec's alias.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ray_apps.config import Settings, load_settings
+from ray_apps.errors import UserError
+from ray_apps.training.sweep import run_sweep
+from ray_apps.training.sweep_spec import load_sweep_spec
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sweep's options, shared by the CLI and this job."""
+    parser.add_argument("spec", type=Path, help="sweep spec, e.g. tune/mlp.yaml")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the newest run of this spec: finished trials are kept, the others go "
+        "on from their last checkpoint",
+    )
+    parser.add_argument("--num-samples", type=int, help="trials to run (overrides the spec)")
+
+
+def run_from_args(args: argparse.Namespace, settings: Settings) -> str:
+    """Validates the spec, runs the sweep and returns its summary."""
+    spec = load_sweep_spec(args.spec)
+    if args.num_samples is not None:
+        if args.num_samples < 1:
+            raise UserError(f"--num-samples: {args.num_samples} is not a positive count")
+        spec = spec.model_copy(update={"num_samples": args.num_samples})
+    return run_sweep(spec, settings, resume=args.resume).render()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``ray job submit -- python -m ray_apps.jobs.sweep ...``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ray_apps.jobs.sweep", description=__doc__.splitlines()[0]
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        print(run_from_args(args, load_settings()))
+    except UserError as exc:
+        print(f"ray-apps: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

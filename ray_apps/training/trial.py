@@ -1,0 +1,142 @@
+"""One Tune trial: train a model per walk-forward fold in lockstep and report validation.
+
+Each epoch, every fold's model trains one more pass; the models then score their validation
+blocks, the fold-averaged metrics go to Tune (``val_<metric>``, which the scheduler compares)
+and to the trial's MLflow run (one step per epoch), and the models are checkpointed whole
+(weights, optimizer state, epoch count) to the sweep's storage. A trial restarted from its
+checkpoint, after a failure or ``--resume``, continues after the last saved epoch in the same
+MLflow run.
+"""
+
+from __future__ import annotations
+
+import pickle
+import posixpath
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.fs
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from ray_apps.models.base import ScoreModel
+from ray_apps.models.catalog import MODELS, build_model
+from ray_apps.models.panel import Panel
+from ray_apps.training.dataset import TrainingData
+from ray_apps.training.metrics import PortfolioConfig, evaluate
+from ray_apps.training.splits import Fold
+from ray_apps.training.tracking import ROLE_TAG, TRIAL_TAG, child_run, log_metrics, log_params
+
+CHECKPOINT_FILE = "models.pkl"
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of a sweep shares besides the data.
+
+    Attributes:
+        model: the model's name.
+        fixed_params: its parameters not searched.
+        folds: the walk-forward validation folds.
+        portfolio: the portfolio in the metrics.
+        tracking_uri: the MLflow server.
+        experiment_id: the sweep's experiment.
+        parent_run_id: the sweep's parent run.
+        device: forced torch device (``cpu`` when the trial has no GPU), or None.
+    """
+
+    model: str
+    fixed_params: dict[str, Any]
+    folds: list[Fold]
+    portfolio: PortfolioConfig
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    device: str | None = None
+
+    def params(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The model parameters of a trial: fixed ones, then the sampled ``config``."""
+        params = {**self.fixed_params, **config}
+        if self.device is not None and "device" in MODELS[self.model].Params.model_fields:
+            params["device"] = self.device
+        return params
+
+
+def validation_metrics(
+    models: list[ScoreModel], panel: Panel, folds: list[Fold], portfolio: PortfolioConfig
+) -> dict[str, float]:
+    """``val_<metric>`` averaged over the folds (each model scored on its own block)."""
+    per_fold = [
+        evaluate(model.predict(panel, fold.val), panel.target[fold.val],
+                 panel.returns[fold.val], portfolio)
+        for model, fold in zip(models, folds, strict=True)
+    ]
+    return {
+        f"val_{name}": float(np.nanmean([m[name] for m in per_fold]))
+        if any(np.isfinite(m[name]) for m in per_fold) else float("nan")
+        for name in per_fold[0]
+    }
+
+
+def train_trial(config: dict[str, Any], data: TrainingData, setup: TrialSetup) -> None:
+    """Tune's function trainable (bound to the data and setup by ``tune.with_parameters``)."""
+    context = tune.get_context()
+    trial_id, trial_name = context.get_trial_id(), context.get_trial_name()
+    params = setup.params(config)
+    client = MlflowClient(setup.tracking_uri)
+    run_id, created = child_run(
+        client, setup.experiment_id, setup.parent_run_id, trial_name,
+        {TRIAL_TAG: trial_id, ROLE_TAG: "trial"},
+    )
+    if created:
+        log_params(client, run_id, {"model": setup.model, **params})
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with newest_checkpoint(checkpoint).as_directory() as folder:
+            models = pickle.loads((Path(folder) / CHECKPOINT_FILE).read_bytes())
+    else:
+        columns = data.panel.feature_columns
+        models = [build_model(setup.model, params, columns) for _ in setup.folds]
+    panel = data.panel
+    steps = [
+        model.fit_steps(panel, fold.train) for model, fold in zip(models, setup.folds, strict=True)
+    ]
+    trained = False
+    for epochs in zip(*steps, strict=True):
+        trained = True
+        epoch = epochs[0]
+        report: dict[str, Any] = validation_metrics(models, panel, setup.folds, setup.portfolio)
+        log_metrics(client, run_id, report, step=epoch)
+        report |= {"epoch": epoch, "mlflow_run_id": run_id}
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / CHECKPOINT_FILE).write_bytes(pickle.dumps(models))
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
+    if not trained:  # restored after its last epoch: give Tune the final metrics once more
+        report = validation_metrics(models, panel, setup.folds, setup.portfolio)
+        epoch = getattr(models[0], "epochs_done", 1)
+        tune.report(report | {"epoch": epoch, "mlflow_run_id": run_id})
+
+
+def newest_checkpoint(checkpoint: tune.Checkpoint) -> tune.Checkpoint:
+    """The newest complete checkpoint saved beside the one Tune restores.
+
+    Tune's experiment state on S3 is written every few seconds, so after the driver is killed
+    it may name an older checkpoint than the trial last saved; starting from the newest one
+    means no saved epoch is trained twice, and a trial that had finished is not retrained.
+    """
+    filesystem = checkpoint.filesystem
+    folder = posixpath.dirname(checkpoint.path.rstrip("/"))
+    entries = filesystem.get_file_info(pyarrow.fs.FileSelector(folder))
+    saved = sorted(
+        entry.path
+        for entry in entries
+        if entry.type == pyarrow.fs.FileType.Directory and entry.base_name.startswith("checkpoint_")
+    )
+    for path in reversed(saved):
+        file = filesystem.get_file_info(posixpath.join(path, CHECKPOINT_FILE))
+        if file.type == pyarrow.fs.FileType.File:
+            return tune.Checkpoint(path, filesystem=filesystem)
+    return checkpoint

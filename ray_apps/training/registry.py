@@ -42,7 +42,7 @@ def fit_final(
     return model
 
 
-def test_metrics(
+def held_out_metrics(
     model: ScoreModel, data: TrainingData, walk: WalkForward, portfolio: PortfolioConfig
 ) -> dict[str, float]:
     """``test_<metric>`` of the model on the held-out test period (the one time it is used)."""
@@ -52,7 +52,7 @@ def test_metrics(
     return {f"test_{name}": value for name, value in metrics.items()}
 
 
-def test_input(data: TrainingData, walk: WalkForward, lookback: int) -> pd.DataFrame:
+def held_out_rows(data: TrainingData, walk: WalkForward, lookback: int) -> pd.DataFrame:
     """The raw feature rows a served model would get for the test period (with history)."""
     first = data.panel.dates[max(int(walk.test[0]) - lookback + 1, 0)]
     rows = data.feature_rows

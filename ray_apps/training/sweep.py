@@ -37,10 +37,10 @@ from ray_apps.training.dataset import TrainingData, load_training_data
 from ray_apps.training.registry import (
     Registered,
     fit_final,
+    held_out_metrics,
+    held_out_rows,
     log_final,
     register,
-    test_input,
-    test_metrics,
 )
 from ray_apps.training.splits import WalkForward, walk_forward
 from ray_apps.training.sweep_spec import SweepSpec
@@ -339,7 +339,7 @@ def run_sweep(
         .options(num_cpus=spec.resources.cpu, num_gpus=gpus)
         .remote(spec.model.name, params, data, walk)
     )
-    result.test = test_metrics(final, data, walk, spec.portfolio)
+    result.test = held_out_metrics(final, data, walk, spec.portfolio)
     result.registered = _register(client, experiment_id, parent_id, spec, data, walk, final,
                                   params, result)
     log_metrics(client, parent_id, {**result.test, f"best_{spec.metric}": result.best.metric})
@@ -369,7 +369,7 @@ def _register(
               {**result.test, spec.metric: result.best.metric}, tags)
     wrapper = ScorePyfunc(final, spec.data.normalize, spec.data.min_symbols)
     registered = register(
-        client, run_id, wrapper, test_input(data, walk, final.lookback),
+        client, run_id, wrapper, held_out_rows(data, walk, final.lookback),
         spec.registry.name, spec.registry.alias, tags,
     )
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))

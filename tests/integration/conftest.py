@@ -67,6 +67,14 @@ class Stack:
         assert done.returncode == 0, f"ray-apps {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
+    def job_env(self) -> dict[str, str]:
+        """This stack's environment plus what `ray-apps stack env` exports for `ray job`."""
+        env = dict(self.env)
+        for line in self.ok("stack", "env").splitlines():
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = value
+        return env
+
     def records(self, *args: str) -> list[dict]:
         """JSON records of ``ray-apps data --json ARGS``."""
         return [

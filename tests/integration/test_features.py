@@ -113,11 +113,7 @@ def test_online_writes_never_replace_newer_with_older(stack):
 
 
 def test_feature_job_via_ray_job_submit(stack, panel_file, tmp_path):
-    exports = stack.ok("stack", "env")
-    job_env = dict(stack.env)
-    for line in exports.splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        job_env[key] = value
+    job_env = stack.job_env()
     out = tmp_path / "job.parquet"
     done = stack.run(
         str(BIN / "ray"), "job", "submit", "--", "python", "-m", "ray_apps.jobs.features",

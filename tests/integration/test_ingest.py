@@ -125,11 +125,7 @@ def test_bad_file_is_one_line(stack, tmp_path):
 
 
 def test_ingest_job_with_the_token_and_refused_without(stack):
-    exports = stack.ok("stack", "env")
-    job_env = dict(stack.env)
-    for line in exports.splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        job_env[key] = value
+    job_env = stack.job_env()
     submit = [
         str(BIN / "ray"),
         "job",

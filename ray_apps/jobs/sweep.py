@@ -15,7 +15,7 @@ from pathlib import Path
 from ray_apps.config import Settings, load_settings
 from ray_apps.errors import UserError
 from ray_apps.training.sweep import run_sweep
-from ray_apps.training.sweep_spec import load_sweep_spec
+from ray_apps.training.sweep_spec import load_sweep_spec, with_horizon
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "on from their last checkpoint",
     )
     parser.add_argument("--num-samples", type=int, help="trials to run (overrides the spec)")
+    parser.add_argument(
+        "--horizon",
+        type=int,
+        help="label horizon in bars (overrides the spec; the sweep and registered model names "
+        "get a -hN suffix)",
+    )
 
 
 def run_from_args(args: argparse.Namespace, settings: Settings) -> str:
@@ -37,6 +43,8 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> str:
         if args.num_samples < 1:
             raise UserError(f"--num-samples: {args.num_samples} is not a positive count")
         spec = spec.model_copy(update={"num_samples": args.num_samples})
+    if args.horizon is not None:
+        spec = with_horizon(spec, args.horizon)
     return run_sweep(spec, settings, resume=args.resume).render()
 
 

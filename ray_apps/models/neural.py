@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import ray.data
 import torch
 from pydantic import Field
 
@@ -99,11 +100,58 @@ class NeuralModel(ScoreModel):
         unbroken one.
         """
         self.check_panel(panel)
+        optimizer = self._start(panel, train)
+        units = self._units(panel, train)
+        if len(units[0]) == 0:
+            raise ValueError(f"{self.name}: no training sample has its inputs and a target")
+        tensors = self._tensors(panel)
+        for epoch in range(self.epochs_done + 1, self.params.epochs + 1):
+            rng = self._begin_epoch(epoch)
+            order = rng.permutation(len(units[0]))
+            for first in range(0, len(order), self.params.batch_size):
+                batch = order[first : first + self.params.batch_size]
+                with self._autocast():
+                    score, target = self._batch(units, batch, tensors)
+                self._step(optimizer, score, target)
+            yield self._end_epoch(epoch, optimizer)
+
+    def fit_stream_steps(self, rows: ray.data.Dataset, shuffle_buffer: int = 0) -> Iterator[int]:
+        """Trains a row model epoch by epoch from a Ray Dataset streamed in torch batches.
+
+        For training sets larger than memory: ``rows`` has a float32 vector column ``x`` (the
+        features, in :attr:`feature_columns` order) and ``y`` (the target), as
+        :func:`ray_apps.training.streaming.rows_dataset` makes; ``iter_torch_batches`` feeds
+        the batches, shuffled locally through ``shuffle_buffer`` rows (seeded per epoch).
+
+        Raises:
+            ValueError: the model reads windows or graphs, which need the whole panel.
+        """
+        if self.input_kind != "rows":
+            raise ValueError(f"{self.name}: only row models (mlp) train from a stream of rows")
+        optimizer = self._start(None, None)
+        for epoch in range(self.epochs_done + 1, self.params.epochs + 1):
+            rng = self._begin_epoch(epoch)
+            batches = rows.iter_torch_batches(
+                batch_size=self.params.batch_size,
+                dtypes=torch.float32,
+                device=str(self.device),
+                local_shuffle_buffer_size=shuffle_buffer or None,
+                local_shuffle_seed=int(rng.integers(2**31)) if shuffle_buffer else None,
+            )
+            for batch in batches:
+                with self._autocast():
+                    score = self.module(batch["x"])
+                self._step(optimizer, score, batch["y"])
+            yield self._end_epoch(epoch, optimizer)
+
+    def _start(self, panel: Panel | None, train: np.ndarray | None) -> torch.optim.Optimizer:
+        """Builds the module on first use, moves it to the device, restores the optimizer."""
         torch.set_num_threads(self.params.threads)
         self.device = pick_device(self.params.device)
         if self.module is None:
             torch.manual_seed(self.params.seed)
-            self.prepare(panel, train)
+            if panel is not None:
+                self.prepare(panel, train)
             self.module = self.build(len(self.feature_columns))
         self.module.to(self.device)
         optimizer = torch.optim.AdamW(
@@ -113,26 +161,26 @@ class NeuralModel(ScoreModel):
         )
         if self.optimizer_state is not None:
             optimizer.load_state_dict(self.optimizer_state)
-        units = self._units(panel, train)
-        if len(units[0]) == 0:
-            raise ValueError(f"{self.name}: no training sample has its inputs and a target")
-        tensors = self._tensors(panel)
-        for epoch in range(self.epochs_done + 1, self.params.epochs + 1):
-            self.module.train()
-            rng = np.random.default_rng([self.params.seed, epoch])
-            torch.manual_seed(int(rng.integers(2**63)))  # dropout: the same after a resume
-            order = rng.permutation(len(units[0]))
-            for first in range(0, len(order), self.params.batch_size):
-                batch = order[first : first + self.params.batch_size]
-                with self._autocast():
-                    score, target = self._batch(units, batch, tensors)
-                    loss = torch.nn.functional.mse_loss(score.float(), target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            self.epochs_done = epoch
-            self.optimizer_state = optimizer.state_dict()
-            yield epoch
+        return optimizer
+
+    def _begin_epoch(self, epoch: int) -> np.random.Generator:
+        """Train mode and the epoch's generator; dropout is seeded so a resume is exact."""
+        self.module.train()
+        rng = np.random.default_rng([self.params.seed, epoch])
+        torch.manual_seed(int(rng.integers(2**63)))
+        return rng
+
+    @staticmethod
+    def _step(optimizer: torch.optim.Optimizer, score: torch.Tensor, target: torch.Tensor) -> None:
+        loss = torch.nn.functional.mse_loss(score.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def _end_epoch(self, epoch: int, optimizer: torch.optim.Optimizer) -> int:
+        self.epochs_done = epoch
+        self.optimizer_state = optimizer.state_dict()
+        return epoch
 
     def predict(self, panel: Panel, dates: np.ndarray) -> np.ndarray:
         """Scores every asset whose input is defined on each of ``dates``."""

@@ -50,6 +50,8 @@ class DataConfig(BaseModel):
         horizon: the target is the log return over the next ``horizon`` bars.
         normalize: per-date cross-sectional transform of features and target.
         min_symbols: with a transform, dates with fewer symbols are dropped.
+        stream_rows: row models (``mlp``) train from a Ray Dataset of the training rows
+            through ``iter_torch_batches`` instead of indexing the in-memory panel.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -63,6 +65,7 @@ class DataConfig(BaseModel):
     horizon: int = Field(1, ge=1, le=250)
     normalize: Literal["none", "rank", "zscore"] = "rank"
     min_symbols: int = Field(5, ge=2)
+    stream_rows: bool = False
 
     @property
     def target_column(self) -> str:

@@ -27,6 +27,7 @@ from ray_apps.models.pyfunc import ScorePyfunc, model_input
 from ray_apps.training.dataset import TrainingData
 from ray_apps.training.metrics import PortfolioConfig, evaluate
 from ray_apps.training.splits import WalkForward
+from ray_apps.training.streaming import panel_rows
 from ray_apps.training.tracking import ROLE_TAG, log_metrics, log_params, set_tags
 
 EXAMPLE_SYMBOLS = 50
@@ -34,11 +35,22 @@ EXAMPLE_SYMBOLS = 50
 
 
 def fit_final(
-    model_name: str, params: dict[str, Any], data: TrainingData, walk: WalkForward
+    model_name: str,
+    params: dict[str, Any],
+    data: TrainingData,
+    walk: WalkForward,
+    stream: bool = False,
 ) -> ScoreModel:
-    """The model with ``params`` trained on every date before the test period."""
+    """The model with ``params`` trained on every date before the test period.
+
+    With ``stream``, a row model trains from a Ray Dataset of those rows, as its trials did.
+    """
     model = build_model(model_name, params, data.panel.feature_columns)
-    model.fit(data.panel, walk.final_train)
+    if stream:
+        for _ in model.fit_stream_steps(panel_rows(data.panel, walk.final_train)):
+            pass
+    else:
+        model.fit(data.panel, walk.final_train)
     return model
 
 

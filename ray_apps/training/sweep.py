@@ -30,7 +30,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ray_apps._private.ray_cluster import connect_ray
 from ray_apps.config import Settings
 from ray_apps.errors import UserError
-from ray_apps.models.catalog import MODELS, build_model
+from ray_apps.models.catalog import MODELS
 from ray_apps.models.pyfunc import ScorePyfunc
 from ray_apps.stores.offline_actor import offline_store
 from ray_apps.training.dataset import TrainingData, load_training_data
@@ -43,6 +43,7 @@ from ray_apps.training.registry import (
     register,
 )
 from ray_apps.training.splits import WalkForward, walk_forward
+from ray_apps.training.streaming import panel_rows
 from ray_apps.training.sweep_spec import SweepSpec
 from ray_apps.training.tracking import (
     ROLE_TAG,
@@ -94,11 +95,11 @@ def latest_run(spec: SweepSpec, settings: Settings) -> str | None:
 
 def max_epochs(spec: SweepSpec) -> int:
     """The most epochs a trial can run (the searched maximum when epochs are searched)."""
-    columns = ("x",)
     searched = spec.search_space.get("epochs")
-    if searched is None:
-        return build_model(spec.model.name, spec.model.params, columns).epochs
-    return max(int(value) for value in searched.bounds())
+    if searched is not None:
+        return max(int(value) for value in searched.bounds())
+    params = MODELS[spec.model.name].Params(**spec.model.params)
+    return int(getattr(params, "epochs", 1))
 
 
 def gpus_per_trial(spec: SweepSpec) -> float:
@@ -263,6 +264,8 @@ def run_sweep(
         experiment_id=experiment_id,
         parent_run_id=parent_id,
         device=None if gpus else "cpu",
+        streams=[panel_rows(panel, f.train) for f in walk.folds]
+        if spec.data.stream_rows else None,
     )
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, data=data, setup=setup),
@@ -337,7 +340,7 @@ def run_sweep(
     final = ray.get(
         ray.remote(fit_final)
         .options(num_cpus=spec.resources.cpu, num_gpus=gpus)
-        .remote(spec.model.name, params, data, walk)
+        .remote(spec.model.name, params, data, walk, spec.data.stream_rows)
     )
     result.test = held_out_metrics(final, data, walk, spec.portfolio)
     result.registered = _register(client, experiment_id, parent_id, spec, data, walk, final,

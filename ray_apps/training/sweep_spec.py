@@ -212,7 +212,12 @@ def parse_sweep_spec(raw: object, source: str = "<sweep spec>") -> SweepSpec:
                 columns,
                 where=f"{source}: search_space.{key}={value!r} -> model",
             )
-    build_model(model.name, model.params, columns, where=where)
+    built = build_model(model.name, model.params, columns, where=where)
+    if spec.data.stream_rows and getattr(built, "input_kind", None) != "rows":
+        raise UserError(
+            f"{source}: data.stream_rows: only row models (mlp) train from a stream; "
+            f"{model.name} reads windows, graphs or the whole panel"
+        )
     return spec
 
 
@@ -230,3 +235,19 @@ def load_sweep_spec(path: Path | str) -> SweepSpec:
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML ({error})") from None
     return parse_sweep_spec(raw, str(path))
+
+
+def with_horizon(spec: SweepSpec, horizon: int) -> SweepSpec:
+    """The spec for another label horizon: names get a ``-hN`` suffix (sweep and registry).
+
+    Raises:
+        UserError: the horizon is out of range.
+    """
+    try:
+        data = DataConfig.model_validate({**spec.data.model_dump(), "horizon": horizon})
+    except ValidationError as error:
+        raise UserError(f"--horizon: {validation_problems(error)}") from None
+    registry = spec.registry.model_copy(update={"name": f"{spec.registry.name}-h{horizon}"})
+    return spec.model_copy(
+        update={"name": f"{spec.name}-h{horizon}", "data": data, "registry": registry}
+    )

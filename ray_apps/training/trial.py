@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.fs
+import ray.data
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -46,6 +47,8 @@ class TrialSetup:
         experiment_id: the sweep's experiment.
         parent_run_id: the sweep's parent run.
         device: forced torch device (``cpu`` when the trial has no GPU), or None.
+        streams: per fold, the training rows as a Ray Dataset (``data.stream_rows``), or None
+            to train from the in-memory panel.
     """
 
     model: str
@@ -56,6 +59,7 @@ class TrialSetup:
     experiment_id: str
     parent_run_id: str
     device: str | None = None
+    streams: list[ray.data.Dataset] | None = None
 
     def params(self, config: dict[str, Any]) -> dict[str, Any]:
         """The model parameters of a trial: fixed ones, then the sampled ``config``."""
@@ -101,9 +105,10 @@ def train_trial(config: dict[str, Any], data: TrainingData, setup: TrialSetup) -
         columns = data.panel.feature_columns
         models = [build_model(setup.model, params, columns) for _ in setup.folds]
     panel = data.panel
-    steps = [
-        model.fit_steps(panel, fold.train) for model, fold in zip(models, setup.folds, strict=True)
-    ]
+    if setup.streams is not None:
+        steps = [m.fit_stream_steps(s) for m, s in zip(models, setup.streams, strict=True)]
+    else:
+        steps = [m.fit_steps(panel, f.train) for m, f in zip(models, setup.folds, strict=True)]
     trained = False
     for epochs in zip(*steps, strict=True):
         trained = True

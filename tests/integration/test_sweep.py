@@ -160,23 +160,28 @@ def test_sweep_killed_then_resumed_registers_a_model_that_reloads_identically(st
         mlflow.pyfunc.load_model("models:/it-mlp@challenger").predict(rows.drop(columns="logret_1"))
 
 
-def test_sweep_as_a_ray_job_with_optuna_and_asha(stack, tmp_path):
+def test_streamed_sweep_as_a_ray_job_with_optuna_and_asha(stack, tmp_path):
     spec = write_spec(
-        tmp_path / "ridge.yaml", "it-ridge", "ridge", {},
-        {"alpha": {"loguniform": [0.1, 100.0]}},
+        tmp_path / "stream.yaml", "it-stream", "mlp", {"epochs": 4, "batch_size": 128},
+        {"learning_rate": {"loguniform": [1e-3, 1e-2]}},
         num_samples=3, search={"algorithm": "optuna", "seed": 1},
+        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        data={**DATA, "stream_rows": True},
     )
     done = stack.run(
         str(BIN / "ray"), "job", "submit", "--",
         "python", "-m", "ray_apps.jobs.sweep", spec, env=stack.job_env(),
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "registered it-ridge version 1 as @challenger" in done.stdout
-    parent, children = runs_of(MlflowClient(stack.settings.mlflow.uri), "it-ridge")
+    assert "registered it-stream version 1 as @challenger" in done.stdout
+    parent, children = runs_of(MlflowClient(stack.settings.mlflow.uri), "it-stream")
     assert parent.info.status == "FINISHED"
-    assert len(trials(children)) == 3
+    runs = trials(children)
+    assert len(runs) == 3
+    epochs = sorted(int(r.data.tags["epochs_trained"]) for r in runs)
+    assert epochs[-1] == 4 and epochs[0] < 4  # ASHA stopped at least one trial early
     assert float(parent.data.metrics["best_val_rank_ic"]) == max(
-        r.data.metrics["val_rank_ic"] for r in trials(children)
+        r.data.metrics["val_rank_ic"] for r in runs  # each trial's last report
     )
 
 

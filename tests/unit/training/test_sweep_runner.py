@@ -49,6 +49,7 @@ def test_scheduler_search_and_epochs_follow_the_spec():
     assert isinstance(limited, ConcurrencyLimiter) and limited.max_concurrent == 2
     assert max_epochs(spec()) == 7
     assert max_epochs(spec(search_space={"epochs": {"choice": [3, 12, 5]}})) == 12
+    assert max_epochs(spec(model={"name": "momentum"})) == 1
 
 
 def test_resume_starts_from_the_newest_complete_checkpoint(tmp_path):

@@ -21,14 +21,6 @@ def connect_ray(settings: Settings) -> None:
     """
     if ray.is_initialized():
         return
-    os.environ.update(settings.ray_env())
-    # Ray reads these variables when it is first imported; make it read them again, as Ray's
-    # own test utilities do. Without the first, Ray 2.60 rewrites a loopback address to the
-    # machine's network address.
-    if settings.ray.managed:
-        ray_constants.ENABLE_RAY_CLUSTER = False
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
     if "RAY_ADDRESS" in os.environ and os.environ.get("RAY_JOB_ID"):
         address = None  # a submitted job: the job supervisor set the address
     else:
@@ -44,6 +36,14 @@ def connect_ray(settings: Settings) -> None:
                 f"no Ray auth token at {settings.ray_token_path}; "
                 "was the stack started with another state folder?"
             )
+    os.environ.update(settings.ray_env())  # only once the head is known to be there
+    # Ray reads these variables when it is first imported; make it read them again, as Ray's
+    # own test utilities do. Without the first, Ray 2.60 rewrites a loopback address to the
+    # machine's network address.
+    if settings.ray.managed:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
     try:
         ray.init(
             address=address,

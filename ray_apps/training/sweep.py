@@ -279,36 +279,8 @@ def run_sweep(
     )
     if resume:
         echo(f"  resuming s3://{root}/{run_name}")
-        tuner = tune.Tuner.restore(
-            f"{root}/{run_name}",
-            trainable=trainable,
-            resume_unfinished=True,
-            resume_errored=True,
-            storage_filesystem=filesystem,
-        )
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={k: d.to_tune() for k, d in spec.search_space.items()},
-            tune_config=tune.TuneConfig(
-                metric=spec.metric,
-                mode=spec.metric_mode,
-                scheduler=scheduler(spec, epochs),
-                search_alg=searcher(spec),
-                num_samples=spec.num_samples,
-            ),
-            run_config=tune.RunConfig(
-                name=run_name,
-                storage_path=root,
-                storage_filesystem=filesystem,
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                # Every epoch's checkpoint is kept: the experiment state written to S3 may lag
-                # the newest checkpoint, and a resume must find the one it names.
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-                callbacks=[TrialRunCloser(settings.mlflow.uri, experiment_id, parent_id, epochs)],
-                verbose=1,
-            ),
-        )
+    closer = TrialRunCloser(settings.mlflow.uri, experiment_id, parent_id, epochs)
+    tuner = _tuner(spec, trainable, f"{root}/{run_name}", filesystem, closer, epochs, resume)
     tune_started = time.monotonic()
     results = tuner.fit()
     tune_seconds = time.monotonic() - tune_started
@@ -320,17 +292,7 @@ def run_sweep(
         mlflow_url=f"{settings.mlflow.uri}/#/experiments/{experiment_id}/runs/{parent_id}",
         tune_seconds=tune_seconds,
     )
-    for trial in results:
-        metrics = trial.metrics or {}
-        result.trials.append(
-            TrialRow(
-                trial_id=metrics.get("trial_id", "?"),
-                status="ERROR" if trial.error else "TERMINATED",
-                epochs=int(metrics.get("epoch", 0)),
-                params=dict(trial.config or {}),
-                metric=float(metrics.get(spec.metric, math.nan)),
-            )
-        )
+    result.trials = _trial_rows(results, spec.metric)
     finished = [row for row in result.trials if row.status != "ERROR"]
     if not finished:
         client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FAILED))
@@ -360,6 +322,65 @@ def run_sweep(
     client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FINISHED))
     result.seconds = time.monotonic() - started
     return result
+
+
+def _tuner(
+    spec: SweepSpec,
+    trainable: Any,
+    path: str,
+    filesystem: pyarrow.fs.FileSystem,
+    closer: TrialRunCloser,
+    epochs: int,
+    resume: bool,
+) -> tune.Tuner:
+    """A new Tune experiment at ``path`` (``BUCKET/tune/RUN``), or the stored one restored."""
+    if resume:
+        return tune.Tuner.restore(
+            path,
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            storage_filesystem=filesystem,
+        )
+    root, _, run_name = path.rpartition("/")
+    return tune.Tuner(
+        trainable,
+        param_space={k: d.to_tune() for k, d in spec.search_space.items()},
+        tune_config=tune.TuneConfig(
+            metric=spec.metric,
+            mode=spec.metric_mode,
+            scheduler=scheduler(spec, epochs),
+            search_alg=searcher(spec),
+            num_samples=spec.num_samples,
+        ),
+        run_config=tune.RunConfig(
+            name=run_name,
+            storage_path=root,
+            storage_filesystem=filesystem,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            # Every epoch's checkpoint is kept: the experiment state written to S3 may lag the
+            # newest checkpoint, and a resume must find the one it names.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+            callbacks=[closer],
+            verbose=1,
+        ),
+    )
+
+
+def _trial_rows(results: tune.ResultGrid, metric: str) -> list[TrialRow]:
+    rows = []
+    for trial in results:
+        metrics = trial.metrics or {}
+        rows.append(
+            TrialRow(
+                trial_id=metrics.get("trial_id", "?"),
+                status="ERROR" if trial.error else "TERMINATED",
+                epochs=int(metrics.get("epoch", 0)),
+                params=dict(trial.config or {}),
+                metric=float(metrics.get(metric, math.nan)),
+            )
+        )
+    return rows
 
 
 def _register(

@@ -10,6 +10,10 @@ from ray_apps.cli.main import main
         (["ingest", "--source", "synthetic:x:1"], "bad source"),
         (["ingest", "--source", "/no/such/file.csv"], None),
         (["ingest", "--source", "arch:sp500", "--interval", "daily"], "interval 'daily'"),
+        (["sweep", "tune/none.yaml"], "tune/none.yaml: sweep spec not found"),
+        (["sweep", "tune/mlp.yaml", "--horizon", "0"], "--horizon: horizon: Input should be"),
+        (["sweep", "tune/mlp.yaml", "--num-samples", "0"], "--num-samples: 0 is not"),
+        (["sweep", "tune/mlp.yaml"], "is not reachable"),  # checked before any data is read
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):

@@ -139,18 +139,21 @@ ray.data.DataContext.get_current().enable_progress_bars = False
 spec, source = load_spec(), BarsInput(path=path)
 rows = pq.ParquetFile(path).metadata.num_rows
 if engine == "ray":
+    from contextlib import nullcontext
     from ray_apps.features.engines.ray_data import feature_dataset
-    make = lambda: feature_dataset(source, spec)
+    make = lambda: nullcontext(feature_dataset(source, spec))
 else:
     from ray_apps.features.engines import spark
     heap = f"{max(2, 6 * rows // 10_000_000 // cpus + 1)}GB"  # from_spark caches the result
-    config = spark.SparkConfig(executors=cpus, executor_memory=heap, shuffle_partitions=4 * cpus)
+    partitions = spark.partitions_for(rows, cpus)
+    config = spark.SparkConfig(executors=cpus, executor_memory=heap, shuffle_partitions=partitions)
     session = spark.start_spark(config)
     make = lambda: spark.feature_dataset(session, source, spec)
 best = 0.0
 for _ in range(3):  # the first run also warms the workers (numba cache load, JVM)
     started = time.perf_counter()
-    rows = make().materialize().count()
+    with make() as dataset:
+        rows = dataset.materialize().count()
     best = max(best, rows / (time.perf_counter() - started))
 print("RESULT", json.dumps(best))
 """

@@ -153,12 +153,14 @@ def _blocks(
     from ray_apps.features.engines import spark
 
     config = spark.SparkConfig(
-        executors=request.spark_executors, executor_memory=request.spark_executor_memory
+        executors=request.spark_executors,
+        executor_memory=request.spark_executor_memory,
+        shuffle_partitions=spark.partitions_for(sum(counts.values()), request.spark_executors),
     )
     session = spark.start_spark(config)
     try:
-        dataset = spark.feature_dataset(session, request.source, spec, store)
-        yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
+        with spark.feature_dataset(session, request.source, spec, store) as dataset:
+            yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
     finally:
         spark.stop_spark()
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +38,10 @@ JAVA_17_OPTIONS = " ".join(
     + [f"--add-opens=java.base/{package}=ALL-UNNAMED" for package in _OPENS]
 )
 """RayDP on Java 17 fails in ``from_spark`` without these module openings."""
+
+
+ROWS_PER_PARTITION = 250_000
+"""Rows per Spark shuffle partition aimed at by :func:`partitions_for`."""
 
 
 class SparkConfig(BaseModel):
@@ -118,14 +124,35 @@ def feature_frame(
     )
 
 
+@contextmanager
 def feature_dataset(
     spark: SparkSession,
     source: BarsInput,
     spec: FeatureSpec,
     store: ray.actor.ActorHandle | None = None,
-) -> ray.data.Dataset:
-    """The Spark engine's features as a Ray Dataset (``ray.data.from_spark``)."""
-    return ray.data.from_spark(feature_frame(spark, source, spec, store))
+) -> Iterator[ray.data.Dataset]:
+    """The Spark engine's features as a Ray Dataset (``ray.data.from_spark``), while in use.
+
+    ``from_spark`` pins the result's Arrow bytes in the executors' block manager until
+    released; leaving the ``with`` block releases them, so a long-lived session computing
+    several times does not fill the executors' heap with earlier results.
+    """
+    from raydp.spark.dataset import release_spark_recoverable
+
+    frame = feature_frame(spark, source, spec, store)
+    try:
+        yield ray.data.from_spark(frame)
+    finally:
+        release_spark_recoverable(frame)
+
+
+def partitions_for(rows: int, executors: int) -> int:
+    """Shuffle partitions for ``rows``: about 250k rows each, at least 4 per executor.
+
+    A partition's Arrow bytes are built in one executor's heap; small partitions keep that
+    bounded whatever the input size.
+    """
+    return max(4 * executors, -(-rows // ROWS_PER_PARTITION))
 
 
 def _read(spark: SparkSession, source: BarsInput, store: ray.actor.ActorHandle | None):

@@ -269,6 +269,8 @@ def run_sweep(
         tracking_uri=settings.mlflow.uri,
         experiment_id=experiment_id,
         parent_run_id=parent_id,
+        storage=f"{root}/{run_name}",
+        filesystem=filesystem,
         device=None if gpus else "cpu",
         streams=[panel_rows(panel, f.train) for f in walk.folds]
         if spec.data.stream_rows else None,
@@ -352,6 +354,7 @@ def _tuner(
             scheduler=scheduler(spec, epochs),
             search_alg=searcher(spec),
             num_samples=spec.num_samples,
+            reuse_actors=True,  # a new trial skips starting a worker (torch, mlflow imports)
         ),
         run_config=tune.RunConfig(
             name=run_name,

@@ -47,6 +47,8 @@ class TrialSetup:
         experiment_id: the sweep's experiment.
         parent_run_id: the sweep's parent run.
         device: forced torch device (``cpu`` when the trial has no GPU), or None.
+        storage: the sweep's Tune folder (``BUCKET/tune/RUN``) on ``filesystem``.
+        filesystem: the storage's filesystem (S3).
         streams: per fold, the training rows as a Ray Dataset (``data.stream_rows``), or None
             to train from the in-memory panel.
     """
@@ -58,6 +60,8 @@ class TrialSetup:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
+    storage: str
+    filesystem: pyarrow.fs.FileSystem
     device: str | None = None
     streams: list[ray.data.Dataset] | None = None
 
@@ -97,9 +101,10 @@ def train_trial(config: dict[str, Any], data: TrainingData, setup: TrialSetup) -
     )
     if created:
         log_params(client, run_id, {"model": setup.model, **params})
-    checkpoint = tune.get_checkpoint()
+    trial_folder = posixpath.join(setup.storage, Path(context.get_trial_dir()).name)
+    checkpoint = newest_checkpoint(setup.filesystem, trial_folder)
     if checkpoint is not None:
-        with newest_checkpoint(checkpoint).as_directory() as folder:
+        with checkpoint.as_directory() as folder:
             models = pickle.loads((Path(folder) / CHECKPOINT_FILE).read_bytes())
     else:
         columns = data.panel.feature_columns
@@ -125,16 +130,18 @@ def train_trial(config: dict[str, Any], data: TrainingData, setup: TrialSetup) -
         tune.report(report | {"epoch": epoch, "mlflow_run_id": run_id})
 
 
-def newest_checkpoint(checkpoint: tune.Checkpoint) -> tune.Checkpoint:
-    """The newest complete checkpoint saved beside the one Tune restores.
+def newest_checkpoint(
+    filesystem: pyarrow.fs.FileSystem, trial_folder: str
+) -> tune.Checkpoint | None:
+    """The newest complete checkpoint the trial saved, or None for a trial that saved none.
 
-    Tune's experiment state on S3 is written every few seconds, so after the driver is killed
-    it may name an older checkpoint than the trial last saved; starting from the newest one
-    means no saved epoch is trained twice, and a trial that had finished is not retrained.
+    Looked up in storage rather than taken from Tune: Tune's experiment state on S3 is written
+    every few seconds, so after the driver is killed it may name an older checkpoint than the
+    trial last saved, and with actor reuse a restored function trial is handed none at all.
+    Starting from the newest saved one means no saved epoch is trained twice, and a trial that
+    had finished is not retrained.
     """
-    filesystem = checkpoint.filesystem
-    folder = posixpath.dirname(checkpoint.path.rstrip("/"))
-    entries = filesystem.get_file_info(pyarrow.fs.FileSelector(folder))
+    entries = filesystem.get_file_info(pyarrow.fs.FileSelector(trial_folder, allow_not_found=True))
     saved = sorted(
         entry.path
         for entry in entries
@@ -144,4 +151,4 @@ def newest_checkpoint(checkpoint: tune.Checkpoint) -> tune.Checkpoint:
         file = filesystem.get_file_info(posixpath.join(path, CHECKPOINT_FILE))
         if file.type == pyarrow.fs.FileType.File:
             return tune.Checkpoint(path, filesystem=filesystem)
-    return checkpoint
+    return None

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pyarrow.fs
-from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
@@ -61,5 +60,5 @@ def test_resume_starts_from_the_newest_complete_checkpoint(tmp_path):
             (folder / CHECKPOINT_FILE).write_bytes(b"x")
     (trial / "result.json").write_text("{}")
     local = pyarrow.fs.LocalFileSystem()
-    named = tune.Checkpoint(str(trial / "checkpoint_000001"), filesystem=local)
-    assert newest_checkpoint(named).path.endswith("checkpoint_000002")
+    assert newest_checkpoint(local, str(trial)).path.endswith("checkpoint_000002")
+    assert newest_checkpoint(local, str(tmp_path / "new-trial")) is None

@@ -131,7 +131,7 @@ import json, sys, time, ray
 import pyarrow.parquet as pq
 from ray_apps.features.sources import BarsInput
 from ray_apps.features.spec import load_spec
-engine, cpus, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+engine, cpus, path, heap = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 # Spark's executors hold their CPUs; from_spark needs one more to run on
 extra = 0 if engine == "ray" else 1
 ray.init(address="local", num_cpus=cpus + extra, include_dashboard=False, logging_level="ERROR")
@@ -144,7 +144,8 @@ if engine == "ray":
     make = lambda: nullcontext(feature_dataset(source, spec))
 else:
     from ray_apps.features.engines import spark
-    heap = f"{max(2, 6 * rows // 10_000_000 // cpus + 1)}GB"  # from_spark caches the result
+    if heap == "auto":  # from_spark caches the result in the executors' heap
+        heap = f"{max(2, 6 * rows // 10_000_000 // cpus + 3)}GB"  # 2 x 4GB failed at 10M
     partitions = spark.partitions_for(rows, cpus)
     config = spark.SparkConfig(executors=cpus, executor_memory=heap, shuffle_partitions=partitions)
     session = spark.start_spark(config)
@@ -159,9 +160,9 @@ print("RESULT", json.dumps(best))
 """
 
 
-def bench_engine(engine: str, cpus: int, path: Path) -> float:
+def bench_engine(engine: str, cpus: int, path: Path, heap: str = "auto") -> float:
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, engine, str(cpus), str(path)],
+        [sys.executable, "-c", CHILD, engine, str(cpus), str(path), heap],
         capture_output=True,
         text=True,
         check=False,
@@ -181,6 +182,9 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=2000, help="bars per symbol")
     parser.add_argument("--pta-symbols", type=int, default=20)
     parser.add_argument("--no-spark", action="store_true")
+    parser.add_argument(
+        "--spark-heap", default="auto", help="heap per executor, e.g. 6GB (auto: by rows)"
+    )
     args = parser.parse_args()
     spec = SyntheticSpec(n_symbols=args.symbols, n_bars=args.bars, interval="15m")
     table = pa.Table.from_pandas(generate_bars(spec), preserve_index=False)
@@ -200,7 +204,9 @@ def main() -> None:
             results[f"ray data engine, {cpus} CPU"] = bench_engine("ray", cpus, path)
         if not args.no_spark:
             for cpus in (1, 2):
-                results[f"spark engine, {cpus} executor"] = bench_engine("spark", cpus, path)
+                results[f"spark engine, {cpus} executor"] = bench_engine(
+                    "spark", cpus, path, args.spark_heap
+                )
     talib = results["talib (baseline, 1 process)"]
     for name, rate in results.items():
         print(f"  {name:42s} {rate / 1e6:8.3f} M rows/s   {rate / talib:6.2f} x talib")

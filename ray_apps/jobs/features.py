@@ -53,7 +53,8 @@ class ComputeRequest(BaseModel):
         parallelism: most Ray Data read tasks (default: twice the cluster's CPUs).
         spark_executors: RayDP executors for the spark engine.
         spark_executor_memory: heap per executor; the result is cached there before Ray
-            Data takes it, so give about 500 MB per million rows of features.
+            Data takes it, so give about 1 GB per million feature rows an executor holds,
+            plus 1 GB (10M rows on 2 executors took 6 GB each; 4 GB ran out).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -255,7 +256,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     compute.add_argument(
         "--spark-executor-memory",
         default="2GB",
-        help="heap per RayDP executor, e.g. 4GB (about 500 MB per million feature rows)",
+        help="heap per RayDP executor, e.g. 6GB (about 1 GB per million feature rows an "
+        "executor holds, plus 1 GB)",
     )
     materialize = actions.add_parser(
         "materialize", help="copy the newest stored features of each symbol to Redis"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job end to end on the local defaults: install, start the stack, ingest the real data
-# shipped in packages, query it back, and print where each service and UI is.
+# shipped in packages, query it back, run a sweep that registers a model, and print where each
+# service and UI is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./cluster/setup.sh
@@ -20,6 +21,11 @@ ray-apps data show AAPL --start 2010-01-04 --end 2010-01-09
 echo
 echo "== latest bar of each index"
 ray-apps data latest SP500 NASDAQ BTC-USD
+echo
+echo "== a sweep: ridge on the S&P 500 panel, best model registered as @challenger"
+ray-apps sweep tune/ridge.yaml
+echo
+ray-apps models list
 cat <<MSG
 
 The stack keeps running. Where things are:

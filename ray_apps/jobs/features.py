@@ -26,12 +26,13 @@ import ray
 from pydantic import BaseModel, ConfigDict, Field
 
 from ray_apps._private.ray_cluster import connect_ray
-from ray_apps.config import Settings, load_settings
+from ray_apps.config import Settings
 from ray_apps.errors import UserError
 from ray_apps.features.batch import output_schema
 from ray_apps.features.engines.incremental import IncrementalEngine
 from ray_apps.features.sources import BarsInput, read_group, symbol_counts
 from ray_apps.features.spec import DEFAULT_SPEC_PATH, FeatureSpec, load_spec
+from ray_apps.jobs import run_job
 from ray_apps.stack.redis_server import redis_client
 from ray_apps.stores.offline_actor import offline_store
 from ray_apps.stores.online import OnlineStore, WriteSummary
@@ -290,17 +291,7 @@ def run_action(args: argparse.Namespace, settings: Settings) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``ray job submit -- python -m ray_apps.jobs.features ...``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m ray_apps.jobs.features", description=__doc__.splitlines()[0]
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        print(run_action(args, load_settings()))
-    except UserError as exc:
-        print(f"ray-apps: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_job("ray_apps.jobs.features", __doc__, add_arguments, run_action, argv)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ import ray
 from pydantic import BaseModel
 
 from ray_apps._private.ray_cluster import connect_ray
-from ray_apps.config import Settings, load_settings
-from ray_apps.errors import UserError
+from ray_apps.config import Settings
+from ray_apps.jobs import run_job
 from ray_apps.marketdata.schema import parse_interval
 from ray_apps.marketdata.sources import (
     SOURCE_FORMS,
@@ -263,18 +263,13 @@ def _utc_time(text: str) -> pd.Timestamp:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``ray job submit -- python -m ray_apps.jobs.ingest ...``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m ray_apps.jobs.ingest", description=__doc__.splitlines()[0]
+    return run_job(
+        "ray_apps.jobs.ingest",
+        __doc__,
+        add_arguments,
+        lambda args, settings: run_ingest(request_from_args(args), settings).render(),
+        argv,
     )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        summary = run_ingest(request_from_args(args), load_settings())
-    except UserError as exc:
-        print(f"ray-apps: {exc}", file=sys.stderr)
-        return 2
-    print(summary.render())
-    return 0
 
 
 if __name__ == "__main__":

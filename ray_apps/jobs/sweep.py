@@ -12,8 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ray_apps.config import Settings, load_settings
+from ray_apps.config import Settings
 from ray_apps.errors import UserError
+from ray_apps.jobs import run_job
 from ray_apps.training.sweep import run_sweep
 from ray_apps.training.sweep_spec import load_sweep_spec, with_horizon
 
@@ -50,17 +51,7 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``ray job submit -- python -m ray_apps.jobs.sweep ...``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m ray_apps.jobs.sweep", description=__doc__.splitlines()[0]
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        print(run_from_args(args, load_settings()))
-    except UserError as exc:
-        print(f"ray-apps: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_job("ray_apps.jobs.sweep", __doc__, add_arguments, run_from_args, argv)
 
 
 if __name__ == "__main__":

@@ -46,14 +46,15 @@ from ray_apps.training.splits import WalkForward, walk_forward
 from ray_apps.training.streaming import panel_rows
 from ray_apps.training.sweep_spec import SweepSpec
 from ray_apps.training.tracking import (
+    PARENT_TAG,
     ROLE_TAG,
+    SWEEP_TAG,
     TrialRunCloser,
-    child_run,
     ensure_experiment,
+    find_or_create_run,
     log_metrics,
     log_params,
     set_tags,
-    sweep_run,
 )
 from ray_apps.training.trial import TrialSetup, train_trial
 
@@ -252,8 +253,12 @@ def run_sweep(
     )
     client = MlflowClient(settings.mlflow.uri)
     experiment_id = ensure_experiment(client, spec.experiment)
-    parent_id = sweep_run(
-        client, experiment_id, run_name, {**data.tags, "model": spec.model.name}
+    parent_id, _ = find_or_create_run(
+        client,
+        experiment_id,
+        run_name,
+        {SWEEP_TAG: run_name, ROLE_TAG: "sweep"},
+        {**data.tags, "model": spec.model.name},
     )
     if not resume:
         log_params(client, parent_id, {"model": spec.model.name, "num_samples": spec.num_samples,
@@ -307,7 +312,7 @@ def run_sweep(
         f"best trial {result.best.trial_id} ({spec.metric} {result.best.metric:+.4f}); training "
         f"it on every date before the test period for {result.best.epochs} epoch(s)"
     )
-    params = {**setup.params(result.best.params)}
+    params = setup.params(result.best.params)
     if "epochs" in MODELS[spec.model.name].Params.model_fields:
         params["epochs"] = max(result.best.epochs, 1)
     final = ray.get(
@@ -397,8 +402,10 @@ def _register(
     params: dict[str, Any],
     result: SweepResult,
 ) -> Registered:
-    run_id, _ = child_run(client, experiment_id, parent_id, f"{result.run_name}-final",
-                          {ROLE_TAG: "final"})
+    run_id, _ = find_or_create_run(
+        client, experiment_id, f"{result.run_name}-final",
+        {PARENT_TAG: parent_id, ROLE_TAG: "final"},
+    )
     tags = {**data.tags, "model": spec.model.name, "sweep": result.run_name,
             "best_trial": result.best.trial_id}
     log_final(client, run_id, {"model": spec.model.name, **params},

@@ -61,37 +61,30 @@ def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> 
     return runs[0].info.run_id if runs else None
 
 
-def sweep_run(
-    client: MlflowClient, experiment_id: str, sweep_name: str, tags: dict[str, str]
-) -> str:
-    """The sweep's parent run: found by its name tag (a resumed sweep) or created."""
-    found = find_run(client, experiment_id, {SWEEP_TAG: sweep_name, ROLE_TAG: "sweep"})
-    if found is not None:
-        client.update_run(found, status=RunStatus.to_string(RunStatus.RUNNING))
-        return found
-    run = client.create_run(
-        experiment_id,
-        run_name=sweep_name,
-        tags={**tags, SWEEP_TAG: sweep_name, ROLE_TAG: "sweep"},
-    )
-    return run.info.run_id
-
-
-def child_run(
+def find_or_create_run(
     client: MlflowClient,
     experiment_id: str,
-    parent_id: str,
     name: str,
-    tags: dict[str, str],
+    match: dict[str, str],
+    extra_tags: dict[str, str] | None = None,
 ) -> tuple[str, bool]:
-    """A run under ``parent_id`` found by ``tags`` or created; returns (run id, created)."""
-    found = find_run(client, experiment_id, {PARENT_TAG: parent_id, **tags})
+    """The run with every one of the ``match`` tags, set running again, or a new one.
+
+    Args:
+        client: the tracking client.
+        experiment_id: where to look and create.
+        name: the new run's name.
+        match: tags that identify the run (also set on a new one).
+        extra_tags: further tags set only on a new run.
+
+    Returns:
+        (run id, whether it was created).
+    """
+    found = find_run(client, experiment_id, match)
     if found is not None:
         client.update_run(found, status=RunStatus.to_string(RunStatus.RUNNING))
         return found, False
-    run = client.create_run(
-        experiment_id, run_name=name, tags={**tags, PARENT_TAG: parent_id}
-    )
+    run = client.create_run(experiment_id, run_name=name, tags={**(extra_tags or {}), **match})
     return run.info.run_id, True
 
 

@@ -29,7 +29,14 @@ from ray_apps.models.panel import Panel
 from ray_apps.training.dataset import TrainingData
 from ray_apps.training.metrics import PortfolioConfig, evaluate
 from ray_apps.training.splits import Fold
-from ray_apps.training.tracking import ROLE_TAG, TRIAL_TAG, child_run, log_metrics, log_params
+from ray_apps.training.tracking import (
+    PARENT_TAG,
+    ROLE_TAG,
+    TRIAL_TAG,
+    find_or_create_run,
+    log_metrics,
+    log_params,
+)
 
 CHECKPOINT_FILE = "models.pkl"
 
@@ -95,9 +102,9 @@ def train_trial(config: dict[str, Any], data: TrainingData, setup: TrialSetup) -
     trial_id, trial_name = context.get_trial_id(), context.get_trial_name()
     params = setup.params(config)
     client = MlflowClient(setup.tracking_uri)
-    run_id, created = child_run(
-        client, setup.experiment_id, setup.parent_run_id, trial_name,
-        {TRIAL_TAG: trial_id, ROLE_TAG: "trial"},
+    run_id, created = find_or_create_run(
+        client, setup.experiment_id, trial_name,
+        {PARENT_TAG: setup.parent_run_id, TRIAL_TAG: trial_id, ROLE_TAG: "trial"},
     )
     if created:
         log_params(client, run_id, {"model": setup.model, **params})

@@ -27,7 +27,7 @@ from ray_apps.stores.offline import OfflineStore
 
 def baselines(spec: SyntheticSpec, folder: Path) -> dict[str, float]:
     """Seconds for each single-process stage on the whole data set."""
-    store = OfflineStore.open(Settings(state_dir=folder / "baseline"))
+    store = OfflineStore(Settings(state_dir=folder / "baseline"))
     started = time.perf_counter()
     bars = generate_bars(spec)
     generated = time.perf_counter()

@@ -134,7 +134,6 @@ class ClickHouseSettings(_Section):
         "unset: embedded chdb under the state folder.",
     )
     database: str = Field("ray_apps", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    insert_batch_rows: PositiveInt = Field(1_000_000, description="Rows per bulk insert.")
 
 
 class Settings(BaseSettings):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 import pandas as pd
+import pyarrow as pa
 import ray
 
 from ray_apps._private.ray_cluster import connect_ray
 from ray_apps.config import load_settings
 from ray_apps.jobs.ingest import _utc_time
-from ray_apps.stores.offline_actor import offline_store
+from ray_apps.stores.offline_actor import OfflineStoreHandle, offline_store
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -37,12 +38,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     quarantine.set_defaults(handler=_quarantine)
 
 
-def _store():
-    connect_ray(load_settings())
-    return offline_store(load_settings())
+def _store() -> OfflineStoreHandle:
+    settings = load_settings()
+    connect_ray(settings)
+    return offline_store(settings)
 
 
-def _print(frame: pd.DataFrame, empty: str, as_json: bool) -> int:
+def _print(table: pa.Table, empty: str, as_json: bool) -> int:
+    frame = table.to_pandas()
     if as_json:
         if not frame.empty:
             print(frame.to_json(orient="records", lines=True, date_format="iso", date_unit="us"))

@@ -10,15 +10,16 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
+import ray
 from pydantic import BaseModel, ConfigDict, Field
 
 from ray_apps.errors import UserError
 from ray_apps.features.batch import INPUT_COLUMNS
+from ray_apps.stores.offline_actor import OfflineStoreHandle
 
 
 class BarsInput(BaseModel):
@@ -47,14 +48,16 @@ class BarsInput(BaseModel):
         return str(self.path) if self.path is not None else f"store ({self.interval} bars)"
 
 
-def symbol_counts(source: BarsInput, store: object | None = None) -> dict[str, int]:
+def symbol_counts(
+    source: BarsInput, store: OfflineStoreHandle | None = None
+) -> dict[str, int]:
     """Rows per symbol of the input (``store`` is the offline-store actor for store input)."""
     if source.path is None:
-        import ray
-
-        frame = ray.get(store.symbols.remote())
-        frame = frame[frame["interval"] == source.interval]
-        counts = dict(zip(frame["symbol"], frame["bars"].astype(int), strict=True))
+        listing = ray.get(store.symbols.remote())
+        listing = listing.filter(pc.field("interval") == source.interval)
+        counts = dict(
+            zip(listing["symbol"].to_pylist(), listing["bars"].to_pylist(), strict=True)
+        )
     else:
         table = _file_dataset(source.path).to_table(columns=["symbol"])
         counts_array = pc.value_counts(table.column("symbol"))
@@ -108,23 +111,23 @@ def partition(counts: dict[str, int], parts: int, max_rows: int) -> list[list[st
     return groups
 
 
-def read_group(source: BarsInput, symbols: list[str], store: object | None = None) -> pa.Table:
+def read_group(
+    source: BarsInput, symbols: list[str], store: OfflineStoreHandle | None = None
+) -> pa.Table:
     """The bars of ``symbols``, as an Arrow table with the input columns."""
     if source.path is None:
-        import ray
-
-        frame: pd.DataFrame = ray.get(
+        bars = ray.get(
             store.bars.remote(
                 symbols=symbols, start=source.start, end=source.end, interval=source.interval
             )
         )
-        return pa.Table.from_pandas(frame[list(INPUT_COLUMNS)], preserve_index=False)
+        return bars.select(list(INPUT_COLUMNS))
     return _file_dataset(source.path).to_table(
         columns=list(INPUT_COLUMNS), filter=pc.field("symbol").isin(symbols)
     )
 
 
-def read_all(source: BarsInput, store: object | None = None) -> pa.Table:
+def read_all(source: BarsInput, store: OfflineStoreHandle | None = None) -> pa.Table:
     """Every bar of the input in one table (the single-process and incremental paths)."""
     symbols = sorted(symbol_counts(source, store))
     return read_group(source, symbols, store)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from pathlib import Path
 
 import clickhouse_connect
 import pandas as pd
@@ -20,7 +19,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from ray_apps.config import Settings
 from ray_apps.errors import UserError
-from ray_apps.marketdata.schema import BAR_COLUMNS, empty_bars
+from ray_apps.marketdata.schema import BAR_COLUMNS
 from ray_apps.marketdata.validation import QUARANTINE_COLUMNS
 
 BARS_DDL = """
@@ -78,28 +77,21 @@ def connect(settings: Settings) -> Client:
 
 
 class OfflineStore:
-    """Bars ordered by (symbol, interval, ts); a re-ingested bar replaces, never duplicates."""
+    """Bars ordered by (symbol, interval, ts); a re-ingested bar replaces, never duplicates.
 
-    def __init__(self, client: Client, database: str, chdb_path: Path | None = None) -> None:
-        self.client = client
-        self.db = database
+    Reads return Arrow tables (timestamps ``timestamp[us, UTC]``); writes take them.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        """Open the configured store and create its database and tables if missing."""
+        self.client = connect(settings)
+        self.db = settings.clickhouse.database
         self._chdb = None
-        if chdb_path is not None:
+        if settings.clickhouse.dsn is None:
             import chdb  # the embedded engine; shares the data of the client above
 
-            self._chdb = chdb.connect(str(chdb_path.resolve()))
-
-    @classmethod
-    def open(cls, settings: Settings) -> OfflineStore:
-        """Open the configured store and create its database and tables if missing."""
-        embedded = settings.clickhouse.dsn is None
-        store = cls(
-            connect(settings),
-            settings.clickhouse.database,
-            settings.chdb_path if embedded else None,
-        )
-        store.create_tables()
-        return store
+            self._chdb = chdb.connect(str(settings.chdb_path.resolve()))
+        self.create_tables()
 
     def create_tables(self) -> None:
         """Create the database and the tables (idempotent)."""
@@ -212,7 +204,7 @@ class OfflineStore:
         end: dt.datetime | None = None,
         interval: str | None = None,
         limit: int | None = None,
-    ) -> pd.DataFrame:
+    ) -> pa.Table:
         """Bars of ``symbols`` (all when None) with ``start <= ts < end``, one copy of each."""
         where, params = self._filters(symbols, start, end, interval)
         sql = (
@@ -221,29 +213,27 @@ class OfflineStore:
         )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        frame = self.client.query_df(sql, parameters=params)
-        return empty_bars() if frame.empty else _utc(frame)
+        return self._query(sql, params)
 
-    def symbols(self) -> pd.DataFrame:
+    def symbols(self) -> pa.Table:
         """Each (symbol, interval) with its first and last bar time and bar count."""
         sql = (
             f"SELECT symbol, interval, min(ts) AS first_ts, max(ts) AS last_ts, "
             f"count() AS bars FROM {self.db}.bars FINAL GROUP BY symbol, interval "
             "ORDER BY symbol, interval"
         )
-        return _utc(self.client.query_df(sql))
+        return self._query(sql)
 
-    def latest(self, symbols: Sequence[str] | None = None) -> pd.DataFrame:
+    def latest(self, symbols: Sequence[str] | None = None) -> pa.Table:
         """The latest bar of each (symbol, interval)."""
         where, params = self._filters(symbols, None, None, None)
         sql = (
             f"SELECT {', '.join(BAR_COLUMNS)} FROM {self.db}.bars FINAL {where} "
             "ORDER BY symbol, interval, ts DESC LIMIT 1 BY symbol, interval"
         )
-        frame = self.client.query_df(sql, parameters=params)
-        return empty_bars() if frame.empty else _utc(frame)
+        return self._query(sql, params)
 
-    def quarantine(self, ingest_id: str | None = None, limit: int = 100) -> pd.DataFrame:
+    def quarantine(self, ingest_id: str | None = None, limit: int = 100) -> pa.Table:
         """Quarantined rows, newest ingest first."""
         where = "WHERE ingest_id = {ingest_id:String}" if ingest_id else ""
         sql = (
@@ -251,7 +241,7 @@ class OfflineStore:
             f"{self.db}.bars_quarantine {where} ORDER BY quarantined_at DESC, row_number "
             f"LIMIT {int(limit)}"
         )
-        return self.client.query_df(sql, parameters={"ingest_id": ingest_id})
+        return self._query(sql, {"ingest_id": ingest_id})
 
     def quarantine_counts(self, ingest_id: str) -> dict[str, int]:
         """Quarantined rows of one ingest, per reason."""
@@ -271,6 +261,13 @@ class OfflineStore:
         self.client.close()
         if self._chdb is not None:
             self._chdb.close()
+
+    def _query(self, sql: str, parameters: dict | None = None) -> pa.Table:
+        """A query's rows as an Arrow table (nullability dropped so tables concatenate)."""
+        table = self.client.query_arrow(sql, parameters=parameters or {})
+        return pa.Table.from_arrays(
+            table.columns, schema=pa.schema([f.with_nullable(True) for f in table.schema])
+        )
 
     @staticmethod
     def _filters(

@@ -108,7 +108,7 @@ def load_bars(config: DataConfig, store: object | None = None) -> pd.DataFrame:
                 symbols=config.symbols, start=config.start, end=config.end,
                 interval=config.interval,
             )
-        )
+        ).to_pandas()
     else:
         try:
             source = parse_source(config.source)

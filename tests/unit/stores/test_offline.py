@@ -1,6 +1,7 @@
 """The offline store's SQL on the embedded engine (chdb, in this process; no servers)."""
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from ray_apps.config import Settings
@@ -12,7 +13,7 @@ from ray_apps.stores.offline import OfflineStore
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     # chdb allows one engine folder per process: every test here shares this one.
-    opened = OfflineStore.open(Settings(state_dir=tmp_path_factory.mktemp("state")))
+    opened = OfflineStore(Settings(state_dir=tmp_path_factory.mktemp("state")))
     yield opened
     opened.close()
 
@@ -31,7 +32,7 @@ def test_ingesting_twice_keeps_one_copy_and_the_latest_values(store):
         close=first["close"] * 1.01, high=first["high"] * 1.01
     )  # a corrected re-delivery
     store.insert_bars(again)
-    stored = store.bars(sorted(first["symbol"].unique()))
+    stored = store.bars(sorted(first["symbol"].unique())).to_pandas()
     assert len(stored) == len(first)
     assert stored["close"].to_numpy() == pytest.approx(again["close"].to_numpy())
 
@@ -42,6 +43,8 @@ def test_round_trip_and_time_range(store):
     one = frame[frame["symbol"] == "RTSYN0001"].reset_index(drop=True)
     start, end = one["ts"].iloc[5], one["ts"].iloc[10]
     got = store.bars(["RTSYN0001"], start, end)
+    assert got.schema.field("ts").type == pa.timestamp("us", tz="UTC")
+    got = got.to_pandas()
     expected = one.iloc[5:10].reset_index(drop=True)
     pd.testing.assert_frame_equal(got.astype(expected.dtypes.to_dict()), expected)
 
@@ -51,11 +54,11 @@ def test_symbols_and_latest(store):
         symbol=lambda f: "LT" + f["symbol"]
     )
     store.insert_bars(frame)
-    listing = store.symbols().set_index("symbol").loc[["LTSYN0000", "LTSYN0001"]]
+    listing = store.symbols().to_pandas().set_index("symbol").loc[["LTSYN0000", "LTSYN0001"]]
     assert listing["bars"].tolist() == [20, 20]
     assert (listing["interval"] == "1h").all()
     assert listing["first_ts"].iloc[0] == frame["ts"].min()
-    latest = store.latest(["LTSYN0000", "LTSYN0001"])
+    latest = store.latest(["LTSYN0000", "LTSYN0001"]).to_pandas()
     assert latest["ts"].tolist() == [frame["ts"].max()] * 2
     last = frame[frame["symbol"] == "LTSYN0000"].iloc[-1]
     assert latest.iloc[0]["close"] == last["close"]
@@ -76,6 +79,6 @@ def test_quarantine_is_kept_with_reasons(store):
     result = validate_bars(raw, interval="1d")
     store.insert_quarantine(result.quarantined, "ing1", "test.csv")
     assert store.quarantine_counts("ing1") == {"unparseable_ts": 1, "missing_symbol": 1}
-    rows = store.quarantine("ing1")
+    rows = store.quarantine("ing1").to_pandas()
     assert sorted(rows["row_number"].tolist()) == [1, 2]
     assert set(rows["source"]) == {"test.csv"}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job end to end on the local defaults: install, start the stack, ingest the real data
-# shipped in packages, query it back, run a sweep that registers a model, and print where each
-# service and UI is.
+# shipped in packages, query it back, compute features into the store with Ray Data, run a sweep
+# on the stored features that registers a model, and print where each service and UI is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./cluster/setup.sh
@@ -22,7 +22,10 @@ echo
 echo "== latest bar of each index"
 ray-apps data latest SP500 NASDAQ BTC-USD
 echo
-echo "== a sweep: ridge on the S&P 500 panel, best model registered as @challenger"
+echo "== features of every daily symbol with Ray Data, into the store's features table"
+ray-apps features compute --from-store --engine ray
+echo
+echo "== a sweep: ridge on the S&P 500 panel's stored features, best model registered as @challenger"
 ray-apps sweep tune/ridge.yaml
 echo
 ray-apps models list

@@ -1,76 +1,92 @@
-"""The data a sweep trains on: bars -> features (the one definition) -> point-in-time panel.
+"""The data a sweep trains on: stored features -> point-in-time rows -> a panel.
 
-Bars come from a packaged data set (validated; bad rows are quarantined and counted, never
-used), a CSV/Parquet file, or the offline store; features are computed with the batch kernels
-of the feature spec; labels and the cross-sectional transform come from
-:func:`~ray_apps.features.training_set.build_training_set`. The raw next-bar log return is
-kept beside the (possibly ranked) target so portfolios are evaluated in real returns.
+Training stands on what the feature engines stored: the ``features`` table of the offline
+store, read for the feature spec's version and fingerprint. Symbols whose stored features are
+missing, stale (bars ingested after them) or of another fingerprint are computed first with
+the chosen engine (Ray Data by default) and stored, then read, so a sweep, the batch engines
+and serving all see the same rows. A CSV/Parquet file of bars is computed with the same engine
+without touching the store. Labels come from the same bars
+(:func:`~ray_apps.features.training_set.build_training_set`), and every training set passes
+the look-ahead check on a sample of its symbols before a trial starts.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
+import ray
 from pydantic import BaseModel, ConfigDict, Field
 
 from ray_apps.errors import UserError
 from ray_apps.features.batch import compute_frame
+from ray_apps.features.sources import BarsInput
 from ray_apps.features.spec import DEFAULT_SPEC_PATH, FeatureSpec, load_spec
 from ray_apps.features.training_set import (
     TrainingSetConfig,
     build_training_set,
+    check_point_in_time,
     forward_returns,
 )
-from ray_apps.marketdata.sources import SyntheticSource, parse_source
-from ray_apps.marketdata.synthetic import generate_bars
-from ray_apps.marketdata.validation import validate_bars
+from ray_apps.marketdata.universes import UNIVERSES, universe_symbols
 from ray_apps.models.panel import Panel
+from ray_apps.stores.offline_actor import OfflineStoreHandle
 
 RETURN_COLUMN = "return_1"
 """The raw next-bar log return kept for portfolio evaluation."""
 
+Echo = Callable[[str], None]
+Engine = Literal["ray", "spark", "incremental"]
+
 
 class DataConfig(BaseModel):
-    """Where the bars come from and how training rows are made.
+    """Which bars and features a sweep trains on, and how training rows are made.
 
     Attributes:
-        source: what ``ray-apps ingest --source`` takes (a packaged data set such as
-            ``sp500-panel``, ``synthetic:SYMBOLS:BARS[:INTERVAL]``, or a CSV/Parquet path), or
-            ``store`` (the offline store).
-        interval: bar interval read from the store.
-        symbols: only these symbols (all when None).
-        start: first bar time used (features warm up from here).
-        end: end of the bars used (exclusive).
+        bars: the bars, as ``ray-apps features compute`` takes them: the offline store
+            (default) or a CSV/Parquet file, with symbols, interval, start and end.
+        universe: train on the symbols of a packaged data set (e.g. ``sp500-panel``) as
+            stored; combined with ``bars.symbols`` when both are given.
         feature_spec: the feature spec file.
+        engine: the engine that computes features the store lacks (or a file's features).
         horizon: the target is the log return over the next ``horizon`` bars.
         normalize: per-date cross-sectional transform of features and target.
         min_symbols: with a transform, dates with fewer symbols are dropped.
         stream_rows: row models (``mlp``) train from a Ray Dataset of the training rows
             through ``iter_torch_batches`` instead of indexing the in-memory panel.
+        look_ahead_symbols: symbols whose features are recomputed on cut histories before
+            training (the point-in-time check); a feature that used later bars fails the sweep.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = "sp500-panel"
-    interval: str = "1d"
-    symbols: list[str] | None = None
-    start: dt.datetime | None = None
-    end: dt.datetime | None = None
+    bars: BarsInput = Field(default_factory=BarsInput)
+    universe: Literal[tuple(UNIVERSES)] | None = None  # type: ignore[valid-type]
     feature_spec: Path = DEFAULT_SPEC_PATH
+    engine: Engine = "ray"
     horizon: int = Field(1, ge=1, le=250)
     normalize: Literal["none", "rank", "zscore"] = "rank"
     min_symbols: int = Field(5, ge=2)
     stream_rows: bool = False
+    look_ahead_symbols: int = Field(10, ge=1)
 
     @property
     def target_column(self) -> str:
         """The label the models learn."""
         return f"label_{self.horizon}"
+
+    def bars_input(self) -> BarsInput:
+        """``bars`` with the universe's symbols applied."""
+        if self.universe is None:
+            return self.bars
+        symbols = universe_symbols(self.universe)
+        if self.bars.symbols:
+            symbols = [s for s in symbols if s in set(self.bars.symbols)]
+        return self.bars.model_copy(update={"symbols": symbols})
 
 
 @dataclass(frozen=True)
@@ -92,53 +108,55 @@ class TrainingData:
     feature_rows: pd.DataFrame
 
 
-def load_bars(config: DataConfig, store: object | None = None) -> pd.DataFrame:
-    """The bars named by ``config`` (``store`` is the offline-store actor for ``store``).
+def load_training_data(
+    config: DataConfig, store: OfflineStoreHandle | None, echo: Echo = print
+) -> TrainingData:
+    """Stored (or freshly computed) features and their bars -> a checked point-in-time panel.
+
+    Args:
+        config: what to train on.
+        store: the offline-store actor (needed for store input, and for file input when the
+            engine reads through it).
+        echo: progress lines.
 
     Raises:
-        UserError: unknown source, no bars left after filtering.
+        UserError: no bars for the symbols and dates asked, too little history, or a feature
+            that looks ahead.
     """
-    if config.source == "store":
-        if store is None:
-            raise UserError("data.source: store needs a running stack (ray-apps stack up)")
-        import ray
-
-        bars = ray.get(
-            store.bars.remote(
-                symbols=config.symbols, start=config.start, end=config.end,
-                interval=config.interval,
-            )
-        ).to_pandas()
-    else:
-        try:
-            source = parse_source(config.source)
-        except UserError as error:
-            raise UserError(f"data.source: {error} (or 'store')") from None
-        if isinstance(source, SyntheticSource):
-            raw = generate_bars(source.spec)
-        else:
-            raw = pd.concat(list(source.read()), ignore_index=True)
-        bars = validate_bars(raw).accepted
-        if config.symbols:
-            bars = bars[bars["symbol"].isin(config.symbols)]
-        if config.start is not None:
-            bars = bars[bars["ts"] >= pd.Timestamp(config.start, tz="UTC")]
-        if config.end is not None:
-            bars = bars[bars["ts"] < pd.Timestamp(config.end, tz="UTC")]
-    if bars.empty:
-        raise UserError(f"data: no bars in {config.source} for the symbols and dates asked")
-    return bars.reset_index(drop=True)
-
-
-def load_training_data(config: DataConfig, store: object | None = None) -> TrainingData:
-    """Bars -> features -> point-in-time rows -> a panel, with provenance tags."""
     spec = load_spec(config.feature_spec)
-    bars = load_bars(config, store)
-    features = compute_frame(bars, spec)
+    source = config.bars_input()
+    if source.path is None:
+        if store is None:
+            raise UserError("data: reading the offline store needs the stack (ray-apps stack up)")
+        bars, features = _from_store(config, source, spec, store, echo)
+    else:
+        bars, features = _from_file(config, source, spec, echo)
+    return build_training_data(bars, features, spec, config, {"data.source": source.label})
+
+
+def build_training_data(
+    bars: pd.DataFrame,
+    features: pd.DataFrame,
+    spec: FeatureSpec,
+    config: DataConfig,
+    tags: dict[str, str] | None = None,
+) -> TrainingData:
+    """Bars and their features -> point-in-time rows -> a panel, with provenance tags.
+
+    Args:
+        bars: ``symbol, ts`` and at least ``close`` (the labels come from it).
+        features: ``symbol, ts`` and the spec's columns, computed from ``bars``' history.
+        spec: the feature spec the features were computed with.
+        config: horizon, transform and the rest of the data settings.
+        tags: provenance to add (e.g. ``data.source``).
+
+    Raises:
+        UserError: no training row is left (too few bars for the warm-up and the label).
+    """
     horizons = sorted({1, config.horizon})
     rows = build_training_set(
         bars,
-        features,
+        features[["symbol", "ts", *spec.columns]],
         TrainingSetConfig(
             horizons=horizons, normalize=config.normalize, min_symbols=config.min_symbols
         ),
@@ -148,13 +166,14 @@ def load_training_data(config: DataConfig, store: object | None = None) -> Train
     rows = rows.merge(raw, on=["symbol", "ts"], how="left", validate="one_to_one")
     if rows.empty:
         raise UserError(
-            f"data: no training rows from {config.source}: too few bars for the features' "
-            f"warm-up ({spec.warmup} bars) and the {config.horizon}-bar label"
+            f"data: no training rows: too few bars for the features' warm-up ({spec.warmup} "
+            f"bars) and the {config.horizon}-bar label"
         )
     panel = Panel.from_frame(rows, spec.columns, config.target_column, RETURN_COLUMN)
     tags = {
-        "data.source": config.source,
-        "data.interval": config.interval,
+        **(tags or {}),
+        "data.interval": config.bars.interval,
+        "data.universe": config.universe or "",
         "data.start": str(panel.dates[0]),
         "data.end": str(panel.dates[-1]),
         "data.symbols": str(len(panel.symbols)),
@@ -166,5 +185,96 @@ def load_training_data(config: DataConfig, store: object | None = None) -> Train
     defined = features.replace([np.inf, -np.inf], np.nan).dropna(subset=spec.columns)
     defined = defined.assign(ts=pd.to_datetime(defined["ts"], utc=True))
     return TrainingData(
-        panel=panel, spec=spec, tags=tags, feature_rows=defined.reset_index(drop=True)
+        panel=panel,
+        spec=spec,
+        tags=tags,
+        feature_rows=defined[["symbol", "ts", *spec.columns]].reset_index(drop=True),
     )
+
+
+def _from_store(
+    config: DataConfig,
+    source: BarsInput,
+    spec: FeatureSpec,
+    store: OfflineStoreHandle,
+    echo: Echo,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Bars and stored features over the asked range, computing the symbols the store lacks."""
+    bars = ray.get(
+        store.bars.remote(source.symbols, source.start, source.end, source.interval)
+    ).to_pandas()
+    if bars.empty:
+        raise UserError(
+            f"data: the store holds no {source.interval} bars for the symbols and dates asked; "
+            "ingest them first (ray-apps ingest --source ...)"
+        )
+    stale = ray.get(
+        store.feature_gaps.remote(
+            spec.version, spec.fingerprint, source.interval, source.symbols, source.start,
+            source.end,
+        )
+    )
+    if stale:
+        echo(
+            f"  features of spec {spec.version} are missing or stale for {len(stale):,} of "
+            f"{bars['symbol'].nunique():,} symbols: computing them with the {config.engine} "
+            "engine into the features table"
+        )
+        request = ComputeRequest(
+            spec=config.feature_spec,
+            engine=config.engine,
+            source=BarsInput(symbols=stale, interval=source.interval),
+            to_store=True,
+        )
+        echo("  " + compute_features(request, spec, store, echo=lambda line: echo(f"  {line}"))
+             .render().replace("\n", "\n  "))
+    else:
+        echo(f"  features of spec {spec.version} read from the store")
+    features = ray.get(
+        store.features.remote(
+            source.symbols, source.start, source.end, source.interval, spec.columns,
+            spec_version=spec.version,
+        )
+    ).to_pandas()
+    # The look-ahead check recomputes from each sampled symbol's whole history.
+    sample = _look_ahead_sample(bars, config.look_ahead_symbols)
+    history = ray.get(store.bars.remote(sample, None, source.end, source.interval)).to_pandas()
+    stored = ray.get(
+        store.features.remote(
+            sample, None, source.end, source.interval, spec.columns, spec_version=spec.version
+        )
+    ).to_pandas()
+    check_look_ahead(history, stored, spec)
+    return bars, features
+
+
+def _from_file(
+    config: DataConfig, source: BarsInput, spec: FeatureSpec, echo: Echo
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A file's valid bars and their features, computed with the chosen engine."""
+    raise NotImplementedError
+
+
+def check_look_ahead(bars: pd.DataFrame, features: pd.DataFrame, spec: FeatureSpec) -> None:
+    """The point-in-time check of features as stored, against the kernels on cut histories.
+
+    Args:
+        bars: the whole history of a few symbols.
+        features: their features as training will read them.
+        spec: the feature spec.
+
+    Raises:
+        LookAheadError: a stored value at t differs from the one computed from bars up to t.
+    """
+    check_point_in_time(
+        lambda cut: compute_frame(cut, spec),
+        bars[["symbol", "ts", "open", "high", "low", "close", "volume"]],
+        full=features[["symbol", "ts", *spec.columns]],
+    )
+
+
+def _look_ahead_sample(bars: pd.DataFrame, count: int) -> list[str]:
+    """Up to ``count`` symbols spread over the sorted symbols (the same ones every run)."""
+    symbols = np.sort(bars["symbol"].unique())
+    picks = np.unique(np.linspace(0, len(symbols) - 1, min(count, len(symbols))).astype(int))
+    return symbols[picks].tolist()

@@ -240,9 +240,13 @@ def run_sweep(
     else:
         run_name = f"{spec.name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
     connect_ray(settings)
-    store = offline_store(settings) if spec.data.source == "store" else None
-    echo(f"sweep {run_name}: loading {spec.data.source} (horizon {spec.data.horizon})")
-    data = load_training_data(spec.data, store)
+    source = spec.data.bars_input()
+    echo(
+        f"sweep {run_name}: loading {source.label}"
+        f"{f' ({spec.data.universe} universe)' if spec.data.universe else ''}, "
+        f"horizon {spec.data.horizon}"
+    )
+    data = load_training_data(spec.data, offline_store(settings), echo)
     panel = data.panel
     walk = walk_forward(len(panel.dates), spec.data.horizon, spec.split)
     echo(

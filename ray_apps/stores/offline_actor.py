@@ -65,9 +65,11 @@ class OfflineStoreActor:
         """Distinct bars stored."""
         return self.store.count_bars()
 
-    def insert_features(self, features: pa.Table, interval: str, spec_version: str) -> int:
-        """Upsert feature rows."""
-        return self.store.insert_features(features, interval, spec_version)
+    def insert_features(
+        self, features: pa.Table, interval: str, spec_version: str, fingerprint: str
+    ) -> int:
+        """Upsert feature rows of one spec version."""
+        return self.store.insert_features(features, interval, spec_version, fingerprint)
 
     def features(
         self,
@@ -77,13 +79,24 @@ class OfflineStoreActor:
         interval: str | None = None,
         columns: Sequence[str] | None = None,
         latest: bool = False,
+        spec_version: str | None = None,
     ) -> pd.DataFrame:
         """Stored feature rows."""
-        return self.store.features(symbols, start, end, interval, columns, latest)
+        return self.store.features(symbols, start, end, interval, columns, latest, spec_version)
 
-    def count_features(self) -> int:
+    def feature_coverage(
+        self,
+        spec_version: str,
+        fingerprint: str,
+        interval: str,
+        symbols: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Stored rows and first/last ts per symbol of one spec."""
+        return self.store.feature_coverage(spec_version, fingerprint, interval, symbols)
+
+    def count_features(self, spec_version: str | None = None) -> int:
         """Distinct feature rows stored."""
-        return self.store.count_features()
+        return self.store.count_features(spec_version)
 
 
 def offline_store(settings: Settings) -> ray.actor.ActorHandle:

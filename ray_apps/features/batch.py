@@ -15,9 +15,13 @@ import pyarrow.compute as pc
 
 from ray_apps.errors import UserError
 from ray_apps.features import kernels
+from ray_apps.features.bar_checks import check_bars
 from ray_apps.features.spec import FeatureSpec
 
 INPUT_COLUMNS = ("symbol", "ts", "high", "low", "close", "volume")
+"""Columns every engine needs."""
+CHECKED_COLUMNS = ("open",)
+"""Columns read when the input has them, only to check the bars (see :mod:`.bar_checks`)."""
 
 
 def output_schema(spec: FeatureSpec) -> pa.Schema:
@@ -45,7 +49,7 @@ def compute_table(bars: pa.Table, spec: FeatureSpec) -> pa.Table:
     missing = [column for column in INPUT_COLUMNS if column not in bars.column_names]
     if missing:
         raise UserError(f"bars lack column(s) {missing}; need {list(INPUT_COLUMNS)}")
-    bars = _normalize(bars.select(list(INPUT_COLUMNS)))
+    bars = normalize_bars(bars.select(list(INPUT_COLUMNS)))
     bars, starts = _group_by_symbol(bars)
     symbol = bars.column("symbol")
     ts = bars.column("ts")
@@ -69,8 +73,30 @@ def compute_frame(bars: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     return compute_table(table, spec).to_pandas()
 
 
-def _normalize(bars: pa.Table) -> pa.Table:
-    """Symbols as strings and times as UTC microseconds (naive times are taken as UTC)."""
+def compute_checked(bars: pa.Table, spec: FeatureSpec) -> tuple[pa.Table, dict[str, int]]:
+    """:func:`compute_table` of the bars that pass the bar rules, and the others per reason.
+
+    Text times that do not parse count as ``unparseable_ts``; a bad bar never reaches the
+    kernels, so the symbol's later values are those of its series without that bar.
+    """
+    missing = [column for column in INPUT_COLUMNS if column not in bars.column_names]
+    if missing:
+        raise UserError(f"bars lack column(s) {missing}; need {list(INPUT_COLUMNS)}")
+    kept = [c for c in (*INPUT_COLUMNS, *CHECKED_COLUMNS) if c in bars.column_names]
+    good, rejected = check_bars(normalize_bars(bars.select(kept), coerce=True))
+    return compute_table(good, spec), rejected
+
+
+def normalize_bars(bars: pa.Table, coerce: bool = False) -> pa.Table:
+    """Symbols as strings and times as UTC microseconds (naive times are taken as UTC).
+
+    Args:
+        bars: a table whose first two columns are symbol and ts.
+        coerce: text times that do not parse become null instead of an error.
+
+    Raises:
+        UserError: a text time does not parse (without ``coerce``), or ts is not a time.
+    """
     symbol = bars.column("symbol")
     if not pa.types.is_string(symbol.type):
         bars = bars.set_column(0, "symbol", pc.cast(symbol, pa.string()))
@@ -78,11 +104,12 @@ def _normalize(bars: pa.Table) -> pa.Table:
     if ts.type == pa.timestamp("us", tz="UTC"):
         return bars
     if pa.types.is_string(ts.type) or pa.types.is_large_string(ts.type):
+        errors = "coerce" if coerce else "raise"
         try:
-            parsed = pd.to_datetime(ts.to_pandas(), utc=True, format="ISO8601")
+            parsed = pd.to_datetime(ts.to_pandas(), utc=True, format="ISO8601", errors=errors)
         except (ValueError, TypeError) as error:
             raise UserError(f"bars: ts is not an ISO-8601 time: {error}") from None
-        ts = pa.chunked_array([pa.Array.from_pandas(parsed)])
+        ts = pa.chunked_array([pa.Array.from_pandas(parsed.astype("datetime64[us, UTC]"))])
     elif pa.types.is_date(ts.type):
         ts = pc.cast(ts, pa.timestamp("us"))
     elif not pa.types.is_timestamp(ts.type):

@@ -15,11 +15,15 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 import ray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from ray_apps.errors import UserError
-from ray_apps.features.batch import INPUT_COLUMNS
+from ray_apps.features.batch import CHECKED_COLUMNS, INPUT_COLUMNS, normalize_bars
+from ray_apps.marketdata.schema import INTERVAL_PATTERN, infer_interval
 from ray_apps.stores.offline_actor import OfflineStoreHandle
+
+STORE_INTERVAL = "1d"
+"""The interval read from the store when none is given."""
 
 
 class BarsInput(BaseModel):
@@ -29,7 +33,9 @@ class BarsInput(BaseModel):
         path: a CSV or Parquet file (or Parquet folder) with symbol, ts, high, low, close,
             volume; None reads the offline store.
         symbols: only these symbols (all when None).
-        interval: the bar interval to read from the store (files carry one interval).
+        interval: the bar interval: read from the store (default 1d); for a file, the
+            interval its bars are stored under (default: the file's ``interval`` column, or
+            the spacing of its timestamps; see :func:`resolve_interval`).
         start: first bar time read from the store (inclusive); features warm up from here.
         end: end of the bars read from the store (exclusive).
     """
@@ -38,9 +44,22 @@ class BarsInput(BaseModel):
 
     path: Path | None = None
     symbols: list[str] | None = None
-    interval: str = Field("1d", description="Bar interval read from the store.")
+    interval: str | None = None
     start: dt.datetime | None = None
     end: dt.datetime | None = None
+
+    @field_validator("interval")
+    @classmethod
+    def _known_interval(cls, interval: str | None) -> str | None:
+        if interval is not None and not INTERVAL_PATTERN.match(interval):
+            raise ValueError(f"{interval!r} is not a count and a unit (s, m, h, d, w), e.g. 15m")
+        return interval
+
+    @model_validator(mode="after")
+    def _store_default(self) -> BarsInput:
+        if self.path is None and self.interval is None:
+            self.interval = STORE_INTERVAL
+        return self
 
     @property
     def label(self) -> str:
@@ -72,6 +91,46 @@ def symbol_counts(
     if not counts:
         raise UserError(f"{source.label}: no bars to compute features from")
     return counts
+
+
+def resolve_interval(source: BarsInput, counts: dict[str, int]) -> str:
+    """The one bar interval of the input.
+
+    The store input's is the asked one. A file's is its ``interval`` column, else the one
+    given, else the most common spacing of the timestamps of its largest symbol.
+
+    Args:
+        source: where the bars are.
+        counts: rows per symbol of the input (from :func:`symbol_counts`).
+
+    Raises:
+        UserError: the file holds several intervals, or not the one given, or too few bars to
+            tell.
+    """
+    if source.path is None:
+        return str(source.interval)
+    dataset = _file_dataset(source.path)
+    symbols = pc.field("symbol").isin(sorted(counts))
+    if "interval" in dataset.schema.names:
+        column = dataset.to_table(columns=["interval"], filter=symbols).column("interval")
+        found = sorted(str(v) for v in pc.unique(column).to_pylist())
+        if len(found) > 1:
+            raise UserError(
+                f"{source.path}: holds bars of several intervals {found[:5]}; compute one "
+                "interval at a time (split the file by its interval column)"
+            )
+        if source.interval is not None and found != [source.interval]:
+            raise UserError(f"--interval {source.interval}: {source.path} holds {found} bars")
+        return found[0]
+    if source.interval is not None:
+        return source.interval
+    largest = max(counts, key=counts.__getitem__)
+    times = dataset.to_table(columns=["symbol", "ts"], filter=pc.field("symbol") == largest)
+    ts = normalize_bars(times, coerce=True).column("ts").to_pandas().dropna()
+    try:
+        return infer_interval(ts)
+    except UserError as error:
+        raise UserError(f"{source.path}: {error}") from None
 
 
 def partition(counts: dict[str, int], parts: int, max_rows: int) -> list[list[str]]:
@@ -121,10 +180,10 @@ def read_group(
                 symbols=symbols, start=source.start, end=source.end, interval=source.interval
             )
         )
-        return bars.select(list(INPUT_COLUMNS))
-    return _file_dataset(source.path).to_table(
-        columns=list(INPUT_COLUMNS), filter=pc.field("symbol").isin(symbols)
-    )
+        return bars.select([*INPUT_COLUMNS, *CHECKED_COLUMNS])
+    dataset = _file_dataset(source.path)
+    columns = [c for c in (*INPUT_COLUMNS, *CHECKED_COLUMNS) if c in dataset.schema.names]
+    return dataset.to_table(columns=columns, filter=pc.field("symbol").isin(symbols))
 
 
 def read_all(source: BarsInput, store: OfflineStoreHandle | None = None) -> pa.Table:
@@ -141,7 +200,9 @@ def _file_dataset(path: Path) -> pads.Dataset:
             str(path),
             format=pads.CsvFileFormat(
                 convert_options=pacsv.ConvertOptions(
-                    column_types={"symbol": pa.string(), "ts": pa.string()}
+                    column_types={
+                        "symbol": pa.string(), "ts": pa.string(), "interval": pa.string()
+                    }
                 )
             ),
         )

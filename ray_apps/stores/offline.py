@@ -47,15 +47,18 @@ ORDER BY (ingest_id, row_number)
 
 
 FEATURES_DDL = """
-CREATE TABLE IF NOT EXISTS {db}.features (
+CREATE TABLE IF NOT EXISTS {db}.{table} (
+    spec_version LowCardinality(String),
     symbol LowCardinality(String),
     interval LowCardinality(String),
     ts DateTime64(6, 'UTC'),
-    spec_version LowCardinality(String),
+    fingerprint LowCardinality(String),
     computed_at DateTime64(3, 'UTC') DEFAULT now64(3)
 ) ENGINE = ReplacingMergeTree(computed_at)
-ORDER BY (symbol, interval, ts)
+ORDER BY (spec_version, symbol, interval, ts)
 """
+FEATURES_KEY = "spec_version, symbol, interval, ts"
+"""The features table's key: each spec version keeps its own rows of the same bars."""
 
 
 def connect(settings: Settings) -> Client:
@@ -98,7 +101,7 @@ class OfflineStore:
         self.client.command(f"CREATE DATABASE IF NOT EXISTS {self.db}")
         self.client.command(BARS_DDL.format(db=self.db))
         self.client.command(QUARANTINE_DDL.format(db=self.db))
-        self.client.command(FEATURES_DDL.format(db=self.db))
+        self._create_features_table()
 
     def insert_bars(self, bars: pd.DataFrame) -> int:
         """Insert validated bars in one bulk insert; return the row count."""
@@ -119,19 +122,27 @@ class OfflineStore:
         return len(frame)
 
     def insert_features(
-        self, features: pa.Table, interval: str, spec_version: str
+        self, features: pa.Table, interval: str, spec_version: str, fingerprint: str
     ) -> int:
         """Upsert feature rows (``symbol, ts`` and float columns); return the row count.
 
-        The ``features`` table is keyed by (symbol, interval, ts): writing the same bars again
-        replaces their rows. Columns of a new spec are added to the table on first write.
+        The ``features`` table is keyed by (spec_version, symbol, interval, ts): writing the
+        same bars again under a spec version replaces that version's rows and leaves other
+        versions' rows alone. Columns of a new spec are added to the table on first write.
+
+        Args:
+            features: ``symbol, ts`` and the spec's feature columns.
+            interval: the bar interval the features were computed from.
+            spec_version: the spec's version label (part of the key).
+            fingerprint: the spec's fingerprint, kept with each row.
         """
         if features.num_rows == 0:
             return 0
         self._add_feature_columns([c for c in features.column_names if c not in ("symbol", "ts")])
         frame = features.to_pandas()
-        frame.insert(1, "interval", interval)
-        frame.insert(3, "spec_version", spec_version)
+        frame.insert(0, "spec_version", spec_version)
+        frame.insert(2, "interval", interval)
+        frame.insert(4, "fingerprint", fingerprint)
         self._bulk_insert("features", frame)
         return len(frame)
 
@@ -143,8 +154,9 @@ class OfflineStore:
         interval: str | None = None,
         columns: Sequence[str] | None = None,
         latest: bool = False,
+        spec_version: str | None = None,
     ) -> pd.DataFrame:
-        """Stored feature rows (one copy of each), by symbol and time.
+        """Stored feature rows (one copy of each), by spec version, symbol and time.
 
         Args:
             symbols: only these symbols (all when None).
@@ -152,19 +164,60 @@ class OfflineStore:
             end: rows before this time.
             interval: only rows of this bar interval.
             columns: feature columns to return (all stored ones when None).
-            latest: only the newest row of each (symbol, interval).
+            latest: only the newest row of each (spec_version, symbol, interval).
+            spec_version: only rows of this spec version (all versions when None).
+
+        Raises:
+            UserError: a column in ``columns`` was never stored.
         """
-        where, params = self._filters(symbols, start, end, interval)
+        where, params = self._filters(symbols, start, end, interval, spec_version)
         names = self.feature_columns() if columns is None else list(columns)
         missing = sorted(set(names) - set(self.feature_columns()))
         if missing:
             raise UserError(f"offline store: no feature column(s) {missing}; compute them first")
-        selected = ", ".join(["symbol", "interval", "ts", "spec_version", *names])
-        order = "ORDER BY symbol, interval, ts"
+        selected = ", ".join([*FEATURES_KEY.split(", "), "fingerprint", *names])
+        order = f"ORDER BY {FEATURES_KEY}"
         if latest:
-            order = "ORDER BY symbol, interval, ts DESC LIMIT 1 BY symbol, interval"
+            order = f"ORDER BY {FEATURES_KEY} DESC LIMIT 1 BY spec_version, symbol, interval"
         sql = f"SELECT {selected} FROM {self.db}.features FINAL {where} {order}"
         return _utc(self.client.query_df(sql, parameters=params))
+
+    def feature_coverage(
+        self,
+        spec_version: str,
+        fingerprint: str,
+        interval: str,
+        symbols: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """What the store holds of one spec: per symbol, the row count and first and last ts.
+
+        Only rows stored under this version *and* fingerprint count: rows of an edited spec
+        that kept its version label are not the same features.
+
+        Args:
+            spec_version: the spec's version label.
+            fingerprint: the spec's fingerprint.
+            interval: the bar interval.
+            symbols: only these symbols (all when None); a symbol without rows is absent.
+
+        Returns:
+            ``symbol, rows, first_ts, last_ts``, one row per symbol, by symbol.
+        """
+        where, params = self._filters(symbols, None, None, interval, spec_version)
+        where += " AND fingerprint = {fingerprint:String}"
+        params["fingerprint"] = fingerprint
+        sql = (
+            f"SELECT symbol, count() AS rows, min(ts) AS first_ts, max(ts) AS last_ts "
+            f"FROM {self.db}.features FINAL {where} GROUP BY symbol ORDER BY symbol"
+        )
+        frame = self.client.query_df(sql, parameters=params)
+        if frame.empty:
+            empty = pd.Series([], dtype="datetime64[us, UTC]")
+            return pd.DataFrame(
+                {"symbol": pd.Series([], dtype=object), "rows": pd.Series([], dtype="int64"),
+                 "first_ts": empty, "last_ts": empty}
+            )
+        return _utc(frame).astype({"symbol": object, "rows": "int64"})
 
     def feature_columns(self) -> list[str]:
         """The feature columns the table holds."""
@@ -175,9 +228,41 @@ class OfflineStore:
         ).result_rows
         return [str(row[0]) for row in rows]
 
-    def count_features(self) -> int:
-        """Distinct feature rows stored."""
-        return int(self.client.command(f"SELECT count() FROM {self.db}.features FINAL"))
+    def count_features(self, spec_version: str | None = None) -> int:
+        """Distinct feature rows stored (of one spec version, or of all)."""
+        where, params = self._filters(None, None, None, None, spec_version)
+        return int(
+            self.client.command(
+                f"SELECT count() FROM {self.db}.features FINAL {where}", parameters=params
+            )
+        )
+
+    def _create_features_table(self) -> None:
+        """Creates the features table; one from before the spec-version key is converted."""
+        key = self.client.command(
+            "SELECT sorting_key FROM system.tables WHERE database = {db:String} AND "
+            "name = 'features'",
+            parameters={"db": self.db},
+        )
+        if not key or str(key).startswith("spec_version"):
+            self.client.command(FEATURES_DDL.format(db=self.db, table="features"))
+            return
+        # rows of the (symbol, interval, ts) key: the same rows under the new key
+        columns = self.feature_columns()
+        self.client.command(FEATURES_DDL.format(db=self.db, table="features_keyed"))
+        for column in columns:
+            self.client.command(
+                f"ALTER TABLE {self.db}.features_keyed ADD COLUMN {column} Float64 DEFAULT nan"
+            )
+        copied = ", ".join(["spec_version", "symbol", "interval", "ts", "computed_at", *columns])
+        self.client.command(
+            f"INSERT INTO {self.db}.features_keyed ({copied}) "
+            f"SELECT {copied} FROM {self.db}.features FINAL"
+        )
+        self.client.command(
+            f"EXCHANGE TABLES {self.db}.features AND {self.db}.features_keyed"
+        )
+        self.client.command(f"DROP TABLE {self.db}.features_keyed")
 
     def _add_feature_columns(self, columns: list[str]) -> None:
         known = set(self.feature_columns())
@@ -275,8 +360,12 @@ class OfflineStore:
         start: dt.datetime | None,
         end: dt.datetime | None,
         interval: str | None,
+        spec_version: str | None = None,
     ) -> tuple[str, dict]:
         clauses, params = [], {}
+        if spec_version is not None:
+            clauses.append("spec_version = {spec_version:String}")
+            params["spec_version"] = spec_version
         if symbols:
             clauses.append("symbol IN {symbols:Array(String)}")
             params["symbols"] = list(symbols)

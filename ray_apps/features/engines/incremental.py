@@ -3,14 +3,19 @@
 Each symbol owns one float64 state vector (:mod:`ray_apps.features.kernels`); a micro-batch of
 bars for many symbols is one compiled call that advances each bar's symbol in O(1). Because
 the batch engines run the very same per-bar kernels, the values equal theirs at every bar.
-The whole engine (symbols, states, last timestamps, latest vectors) saves to bytes and
+A bar that breaks the bar rules (:mod:`ray_apps.features.bar_checks`: a NaN, infinite or
+non-positive price, a bad volume, an inconsistent high or low) is refused before it reaches
+the kernels: its symbol's state is left as it was, and the refusal is counted by reason.
+The whole engine (symbols, states, last timestamps, latest vectors, counts) saves to bytes and
 restores, so a consumer can checkpoint anywhere in a series.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import itertools
+import json
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +23,7 @@ import pyarrow.compute as pc
 
 from ray_apps.errors import UserError
 from ray_apps.features import kernels
+from ray_apps.features.bar_checks import add_counts, bar_verdicts, reason_counts
 from ray_apps.features.batch import INPUT_COLUMNS, output_schema
 from ray_apps.features.spec import FeatureSpec
 
@@ -33,6 +39,7 @@ class IncrementalEngine:
     Attributes:
         skipped: bars ignored so far because they were not newer than their symbol's last bar
             (replays and duplicates from an at-least-once stream).
+        rejected: bars refused so far because they break a bar rule, per reason.
     """
 
     def __init__(self, spec: FeatureSpec) -> None:
@@ -44,6 +51,7 @@ class IncrementalEngine:
         self._last_ts = np.zeros(0, dtype=np.int64)
         self._latest = np.zeros((0, len(self._plan.columns)))
         self.skipped = 0
+        self.rejected: dict[str, int] = {}
 
     @property
     def symbols(self) -> list[str]:
@@ -58,6 +66,7 @@ class IncrementalEngine:
         low: np.ndarray,
         close: np.ndarray,
         volume: np.ndarray,
+        open_: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Advances the engine by a micro-batch of bars given as arrays.
 
@@ -68,32 +77,43 @@ class IncrementalEngine:
             low: low prices.
             close: close prices.
             volume: volumes.
+            open_: open prices, when known (checked against high and low, not computed on).
 
         Returns:
-            ``(accepted, values)``: a boolean mask of the bars applied (a bar not newer than
-            its symbol's last bar is skipped), and the feature values of the accepted bars,
-            one row each, in the spec's column order.
+            ``(accepted, values)``: a boolean mask of the bars applied, and the feature values
+            of the accepted bars, one row each, in the spec's column order. A bar that breaks
+            a bar rule is refused (counted in :attr:`rejected`), one not newer than its
+            symbol's last bar is skipped (counted in :attr:`skipped`); neither touches the
+            symbol's state.
         """
-        rows = self._rows(symbols)
+        symbols = np.asarray(symbols, dtype=object)
+        arrays = [np.asarray(a, dtype=np.float64) for a in (high, low, close, volume)]
         ts = np.asarray(ts, dtype=np.int64)
-        accepted = _accept(rows, ts, self._last_ts)
-        if not accepted.all():
-            self.skipped += int((~accepted).sum())
-            rows, ts = rows[accepted], ts[accepted]
-            high, low, close, volume = (
-                np.asarray(a)[accepted] for a in (high, low, close, volume)
-            )
+        verdicts = bar_verdicts(*arrays, open_=open_, missing_symbol=_blank(symbols))
+        good = verdicts == 0
+        if not good.all():
+            self.rejected = add_counts(self.rejected, reason_counts(verdicts))
+            symbols, ts = symbols[good], ts[good]
+            arrays = [a[good] for a in arrays]
+        rows = self._rows(symbols)
+        fresh = _accept(rows, ts, self._last_ts)
+        if not fresh.all():
+            self.skipped += int((~fresh).sum())
+            rows, ts = rows[fresh], ts[fresh]
+            arrays = [a[fresh] for a in arrays]
         values = np.empty((rows.shape[0], len(self._plan.columns)))
         kernels.run_rows(
             self._plan.plan,
             self._plan.params,
             self._states,
             rows,
-            *(np.ascontiguousarray(a, dtype=np.float64) for a in (high, low, close, volume)),
+            *(np.ascontiguousarray(a) for a in arrays),
             values,
         )
         self._last_ts[rows] = ts
         self._latest[rows] = values
+        accepted = good.copy()
+        accepted[good] = fresh
         return accepted, values
 
     def update(self, bars: pa.Table) -> pa.Table:
@@ -113,10 +133,12 @@ class IncrementalEngine:
         if not pa.types.is_timestamp(ts.type):
             raise UserError(f"bars: ts must be a timestamp, not {ts.type}")
         micros = pc.cast(ts, pa.timestamp("us", tz=ts.type.tz)).cast(pa.int64())
+        opened = _floats(bars, "open") if "open" in bars.column_names else None
         accepted, values = self.update_arrays(
             bars.column("symbol").to_pylist(),
             micros.to_numpy(),
-            *(bars.column(c).to_numpy() for c in ("high", "low", "close", "volume")),
+            *(_floats(bars, c) for c in ("high", "low", "close", "volume")),
+            open_=opened,
         )
         kept = bars.filter(pa.array(accepted)) if not accepted.all() else bars
         keys = [
@@ -150,6 +172,7 @@ class IncrementalEngine:
             last_ts=self._last_ts,
             latest=self._latest,
             skipped=np.array(self.skipped),
+            rejected=np.array(json.dumps(self.rejected)),
         )
         return buffer.getvalue()
 
@@ -173,6 +196,8 @@ class IncrementalEngine:
             engine._last_ts = saved["last_ts"].copy()
             engine._latest = saved["latest"].copy()
             engine.skipped = int(saved["skipped"])
+            if "rejected" in saved.files:
+                engine.rejected = json.loads(str(saved["rejected"]))
         return engine
 
     def _rows(self, symbols: Sequence[str]) -> np.ndarray:
@@ -195,6 +220,39 @@ class IncrementalEngine:
         self._symbols.append(symbol)
         self._index[symbol] = row
         return row
+
+
+def replay(
+    engine: IncrementalEngine, bars: pa.Table, block_rows: int = 100_000
+) -> Iterator[pa.Table]:
+    """Features of a history of bars fed through ``engine`` as a stream would feed them.
+
+    The bars go in time order, one micro-batch per bar time; the features come back in
+    blocks of about ``block_rows`` rows. The engine's counts are final once the iterator is
+    exhausted.
+    """
+    bars = bars.sort_by([("ts", "ascending"), ("symbol", "ascending")])
+    times = bars.column("ts").cast(pa.int64()).to_numpy()
+    edges = [0, *(np.flatnonzero(np.diff(times)) + 1).tolist(), bars.num_rows]
+    chunk: list[pa.Table] = []
+    chunk_rows = 0
+    for first, last in itertools.pairwise(edges):
+        chunk.append(engine.update(bars.slice(first, last - first)))
+        chunk_rows += last - first
+        if chunk_rows >= block_rows:
+            yield pa.concat_tables(chunk)
+            chunk, chunk_rows = [], 0
+    if chunk:
+        yield pa.concat_tables(chunk)
+
+
+def _blank(symbols: np.ndarray) -> np.ndarray:
+    return np.array([not s for s in symbols], dtype=bool)
+
+
+def _floats(bars: pa.Table, column: str) -> np.ndarray:
+    values = pc.cast(bars.column(column), pa.float64())
+    return pc.fill_null(values, np.nan).to_numpy()
 
 
 def _grow(array: np.ndarray, rows: int, fill: float) -> np.ndarray:

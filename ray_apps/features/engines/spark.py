@@ -1,8 +1,9 @@
 """The Spark engine: RayDP runs Spark executors as Ray actors; the same kernels run per symbol.
 
 Bars are read by Spark (Parquet or CSV, so larger than memory is fine), grouped by symbol and
-handed to :func:`compute_frame` through ``applyInPandas``: the very function the Ray Data
-engine runs, so the two give identical numbers. The result goes back to Ray Data with
+handed to :func:`compute_checked` through ``applyInPandas``: the very function the Ray Data
+engine runs, so the two give identical numbers (bars that break the bar rules are left out,
+and counted per reason in a separate pass). The result goes back to Ray Data with
 ``ray.data.from_spark`` for training.
 """
 
@@ -11,17 +12,21 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 from pydantic import BaseModel, ConfigDict, Field
 
 from ray_apps.errors import UserError
-from ray_apps.features.batch import compute_frame
+from ray_apps.features.bar_checks import check_bars
+from ray_apps.features.batch import CHECKED_COLUMNS, INPUT_COLUMNS, compute_checked
 from ray_apps.features.sources import BarsInput, read_all
 from ray_apps.features.spec import FeatureSpec
 
@@ -112,16 +117,27 @@ def feature_frame(
     Store input is exported to a temporary Parquet file first (the embedded store lives in
     one process); file input is read by Spark directly.
     """
+    return _features(bars_frame(spark, source, store), spec)
+
+
+def bars_frame(
+    spark: SparkSession, source: BarsInput, store: ray.actor.ActorHandle | None = None
+) -> DataFrame:
+    """The input bars as a Spark DataFrame: the input columns, and open where there is one."""
     from pyspark.sql import functions as F
 
     bars = _read(spark, source, store)
     if source.symbols:
         bars = bars.where(F.col("symbol").isin(list(source.symbols)))
-    columns = ["symbol", "ts", "high", "low", "close", "volume"]
-    bars = bars.select(*columns).withColumn("ts", F.to_timestamp("ts"))
-    return bars.groupBy("symbol").applyInPandas(
-        lambda frame: compute_frame(frame, spec), schema=_schema(spec)
-    )
+    columns = [c for c in (*INPUT_COLUMNS, *CHECKED_COLUMNS) if c in bars.columns]
+    return bars.select(*columns).withColumn("ts", F.to_timestamp("ts"))
+
+
+def rejected_counts(bars: DataFrame) -> dict[str, int]:
+    """Bars that break the bar rules, per reason (one pass, no shuffle of the bars)."""
+    counted = bars.mapInPandas(_count_rejected, schema="reason string, bars long")
+    totals = counted.groupBy("reason").sum("bars").collect()
+    return {str(row[0]): int(row[1]) for row in totals}
 
 
 @contextmanager
@@ -130,16 +146,27 @@ def feature_dataset(
     source: BarsInput,
     spec: FeatureSpec,
     store: ray.actor.ActorHandle | None = None,
+    rejected: Counter[str] | None = None,
 ) -> Iterator[ray.data.Dataset]:
     """The Spark engine's features as a Ray Dataset (``ray.data.from_spark``), while in use.
 
     ``from_spark`` pins the result's Arrow bytes in the executors' block manager until
     released; leaving the ``with`` block releases them, so a long-lived session computing
     several times does not fill the executors' heap with earlier results.
+
+    Args:
+        spark: the RayDP session.
+        source: where the bars are.
+        spec: the features to compute.
+        store: the offline-store actor (store input only).
+        rejected: when given, the bars left out per reason are added to it first.
     """
     from raydp.spark.dataset import release_spark_recoverable
 
-    frame = feature_frame(spark, source, spec, store)
+    bars = bars_frame(spark, source, store)
+    if rejected is not None:
+        rejected.update(rejected_counts(bars))
+    frame = _features(bars, spec)
     try:
         yield ray.data.from_spark(frame)
     finally:
@@ -165,6 +192,21 @@ def _read(spark: SparkSession, source: BarsInput, store: ray.actor.ActorHandle |
     if source.path.suffix.lower() == ".csv":
         return spark.read.csv(str(source.path), header=True, inferSchema=True)
     return spark.read.parquet(str(source.path))
+
+
+def _features(bars: DataFrame, spec: FeatureSpec) -> DataFrame:
+    def compute(frame: pd.DataFrame) -> pd.DataFrame:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        return compute_checked(table, spec)[0].to_pandas()
+
+    return bars.groupBy("symbol").applyInPandas(compute, schema=_schema(spec))
+
+
+def _count_rejected(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    counts: Counter[str] = Counter()
+    for frame in frames:
+        counts.update(check_bars(pa.Table.from_pandas(frame, preserve_index=False))[1])
+    yield pd.DataFrame({"reason": list(counts), "bars": list(counts.values())})
 
 
 def _schema(spec: FeatureSpec) -> str:

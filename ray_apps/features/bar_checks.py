@@ -1,0 +1,120 @@
+"""The ingest's bar rules on typed arrays, so no engine feeds a bad bar to the kernels.
+
+A NaN, infinite or non-positive price (or a bad volume) fed to a kernel makes every later value
+of that symbol NaN, for good in a long-running incremental engine. Every engine therefore
+checks its input with :func:`bar_verdicts` first: the value rules of
+:func:`ray_apps.marketdata.validation.validate_bars`, in the same order and under the same
+reason names (a bar gets the first rule it fails), on NumPy arrays instead of raw text. A
+unit test holds the two to the same verdicts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+#: The reasons a typed bar can fail, in rule order (``validate_bars``'s names).
+VALUE_REASONS = (
+    "missing_symbol",
+    "unparseable_ts",
+    "non_finite_price",
+    "non_positive_price",
+    "non_finite_volume",
+    "negative_volume",
+    "high_below_open_close",
+    "low_above_open_close",
+)
+_REASON_NAMES = np.array(["", *VALUE_REASONS], dtype=object)
+_CODE = {reason: code for code, reason in enumerate(_REASON_NAMES)}
+
+
+def bar_verdicts(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    open_: np.ndarray | None = None,
+    missing_symbol: np.ndarray | None = None,
+    missing_ts: np.ndarray | None = None,
+) -> np.ndarray:
+    """The first rule each bar fails, as a code (0: the bar is good).
+
+    Args:
+        high: high prices.
+        low: low prices.
+        close: close prices.
+        volume: volumes.
+        open_: open prices; without them the OHLC rules compare high and low with the close.
+        missing_symbol: bars without a symbol.
+        missing_ts: bars without a time.
+
+    Returns:
+        int8 codes; :func:`reason_counts` names them.
+    """
+    high, low, close, volume = (np.asarray(a, dtype=np.float64) for a in (high, low, close, volume))
+    opened = close if open_ is None else np.asarray(open_, dtype=np.float64)
+    code = np.zeros(close.shape[0], dtype=np.int8)
+
+    def flag(failed: np.ndarray, reason: str) -> None:
+        code[(code == 0) & failed] = _CODE[reason]
+
+    if missing_symbol is not None:
+        flag(np.asarray(missing_symbol, dtype=bool), "missing_symbol")
+    if missing_ts is not None:
+        flag(np.asarray(missing_ts, dtype=bool), "unparseable_ts")
+    prices = (opened, high, low, close)
+    with np.errstate(invalid="ignore"):
+        for price in prices:
+            flag(~np.isfinite(price), "non_finite_price")
+        for price in prices:
+            flag(price <= 0, "non_positive_price")
+        flag(~np.isfinite(volume), "non_finite_volume")
+        flag(volume < 0, "negative_volume")
+        flag(high < np.maximum(opened, close), "high_below_open_close")
+        flag(low > np.minimum(opened, close), "low_above_open_close")
+    return code
+
+
+def reason_counts(codes: np.ndarray) -> dict[str, int]:
+    """Bars per failed rule (good bars are not counted)."""
+    values, counts = np.unique(codes[codes != 0], return_counts=True)
+    return {str(_REASON_NAMES[v]): int(n) for v, n in zip(values, counts, strict=True)}
+
+
+def check_bars(bars: pa.Table) -> tuple[pa.Table, dict[str, int]]:
+    """Splits bars into the good ones and counts of the bad ones by reason.
+
+    Args:
+        bars: symbol, ts, high, low, close, volume and optionally open.
+
+    Returns:
+        The good bars (the input itself when all are good) and the rejected bars per reason.
+    """
+    if bars.num_rows == 0:
+        return bars, {}
+    columns = {c: _floats(bars, c) for c in ("high", "low", "close", "volume")}
+    if "open" in bars.column_names:
+        columns["open_"] = _floats(bars, "open")
+    symbol = bars.column("symbol")
+    missing_symbol = pc.fill_null(pc.equal(pc.cast(symbol, pa.string()), ""), True)
+    codes = bar_verdicts(
+        **columns,
+        missing_symbol=missing_symbol.to_numpy(zero_copy_only=False),
+        missing_ts=bars.column("ts").is_null().to_numpy(zero_copy_only=False),
+    )
+    if not codes.any():
+        return bars, {}
+    return bars.filter(pa.array(codes == 0)), reason_counts(codes)
+
+
+def add_counts(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+    """The sum of two reason counts."""
+    return dict(Counter(total) + Counter(more))
+
+
+def _floats(bars: pa.Table, column: str) -> np.ndarray:
+    values = pc.cast(bars.column(column), pa.float64())
+    return pc.fill_null(values, np.nan).to_numpy()

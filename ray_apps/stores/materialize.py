@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-import pyarrow as pa
 import ray
 from pydantic import BaseModel
 
 from ray_apps.errors import UserError
+from ray_apps.stores.offline_actor import OfflineStoreHandle
 from ray_apps.stores.online import OnlineStore, WriteSummary
 
 
@@ -29,7 +29,7 @@ class MaterializeSummary(BaseModel):
 
 
 def materialize_latest(
-    offline: ray.actor.ActorHandle,
+    offline: OfflineStoreHandle,
     online: OnlineStore,
     spec_version: str,
     fingerprint: str,
@@ -56,7 +56,7 @@ def materialize_latest(
     coverage = ray.get(
         offline.feature_coverage.remote(spec_version, fingerprint, interval, symbols)
     )
-    if coverage.empty:
+    if coverage.num_rows == 0:
         stored = ray.get(offline.count_features.remote(spec_version))
         if stored:
             raise UserError(
@@ -70,15 +70,14 @@ def materialize_latest(
         )
     latest = ray.get(
         offline.features.remote(
-            symbols=list(coverage["symbol"]),
+            symbols=coverage["symbol"].to_pylist(),
             interval=interval,
             columns=list(columns),
             latest=True,
             spec_version=spec_version,
         )
     )
-    table = pa.Table.from_pandas(latest[["symbol", "ts", *columns]], preserve_index=False)
-    result = online.write(table, spec_version)
+    result = online.write(latest.select(["symbol", "ts", *columns]), spec_version)
     return MaterializeSummary(
-        symbols=len(latest), result=result, seconds=time.monotonic() - started
+        symbols=latest.num_rows, result=result, seconds=time.monotonic() - started
     )

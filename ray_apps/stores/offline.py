@@ -155,7 +155,7 @@ class OfflineStore:
         columns: Sequence[str] | None = None,
         latest: bool = False,
         spec_version: str | None = None,
-    ) -> pd.DataFrame:
+    ) -> pa.Table:
         """Stored feature rows (one copy of each), by spec version, symbol and time.
 
         Args:
@@ -180,7 +180,7 @@ class OfflineStore:
         if latest:
             order = f"ORDER BY {FEATURES_KEY} DESC LIMIT 1 BY spec_version, symbol, interval"
         sql = f"SELECT {selected} FROM {self.db}.features FINAL {where} {order}"
-        return _utc(self.client.query_df(sql, parameters=params))
+        return self._query(sql, params)
 
     def feature_coverage(
         self,
@@ -188,8 +188,8 @@ class OfflineStore:
         fingerprint: str,
         interval: str,
         symbols: Sequence[str] | None = None,
-    ) -> pd.DataFrame:
-        """What the store holds of one spec: per symbol, the row count and first and last ts.
+    ) -> pa.Table:
+        """What the store holds of one spec: per symbol, rows, first and last ts, computed_at.
 
         Only rows stored under this version *and* fingerprint count: rows of an edited spec
         that kept its version label are not the same features.
@@ -201,23 +201,18 @@ class OfflineStore:
             symbols: only these symbols (all when None); a symbol without rows is absent.
 
         Returns:
-            ``symbol, rows, first_ts, last_ts``, one row per symbol, by symbol.
+            ``symbol, rows, first_ts, last_ts, computed_at`` (the oldest row's), one row per
+            symbol, by symbol.
         """
         where, params = self._filters(symbols, None, None, interval, spec_version)
         where += " AND fingerprint = {fingerprint:String}"
         params["fingerprint"] = fingerprint
         sql = (
-            f"SELECT symbol, count() AS rows, min(ts) AS first_ts, max(ts) AS last_ts "
-            f"FROM {self.db}.features FINAL {where} GROUP BY symbol ORDER BY symbol"
+            "SELECT symbol, count() AS rows, min(ts) AS first_ts, max(ts) AS last_ts, "
+            f"min(computed_at) AS computed_at FROM {self.db}.features FINAL {where} "
+            "GROUP BY symbol ORDER BY symbol"
         )
-        frame = self.client.query_df(sql, parameters=params)
-        if frame.empty:
-            empty = pd.Series([], dtype="datetime64[us, UTC]")
-            return pd.DataFrame(
-                {"symbol": pd.Series([], dtype=object), "rows": pd.Series([], dtype="int64"),
-                 "first_ts": empty, "last_ts": empty}
-            )
-        return _utc(frame).astype({"symbol": object, "rows": "int64"})
+        return self._query(sql, params)
 
     def feature_columns(self) -> list[str]:
         """The feature columns the table holds."""
@@ -301,10 +296,11 @@ class OfflineStore:
         return self._query(sql, params)
 
     def symbols(self) -> pa.Table:
-        """Each (symbol, interval) with its first and last bar time and bar count."""
+        """Each (symbol, interval): first and last bar time, bar count, newest ingest time."""
         sql = (
             f"SELECT symbol, interval, min(ts) AS first_ts, max(ts) AS last_ts, "
-            f"count() AS bars FROM {self.db}.bars FINAL GROUP BY symbol, interval "
+            f"count() AS bars, max(ingested_at) AS ingested_at FROM {self.db}.bars FINAL "
+            "GROUP BY symbol, interval "
             "ORDER BY symbol, interval"
         )
         return self._query(sql)
@@ -379,16 +375,3 @@ class OfflineStore:
             clauses.append("ts < {end:DateTime64(6, 'UTC')}")
             params["end"] = end
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
-def _utc(frame: pd.DataFrame) -> pd.DataFrame:
-    """Timestamp columns as UTC-aware (chdb may return them naive)."""
-    for col in frame.columns:
-        if pd.api.types.is_datetime64_any_dtype(frame[col]):
-            values = frame[col]
-            frame[col] = (
-                values.dt.tz_localize("UTC")
-                if values.dt.tz is None
-                else values.dt.tz_convert("UTC")
-            )
-    return frame

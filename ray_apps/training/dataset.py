@@ -12,6 +12,8 @@ the look-ahead check on a sample of its symbols before a trial starts.
 
 from __future__ import annotations
 
+import datetime as dt
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +21,15 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import ray
 from pydantic import BaseModel, ConfigDict, Field
 
 from ray_apps.errors import UserError
-from ray_apps.features.batch import compute_frame
-from ray_apps.features.sources import BarsInput
+from ray_apps.features.bar_checks import check_bars
+from ray_apps.features.batch import compute_frame, normalize_bars
+from ray_apps.features.compute import ComputeRequest, compute_features
+from ray_apps.features.sources import BarsInput, read_all
 from ray_apps.features.spec import DEFAULT_SPEC_PATH, FeatureSpec, load_spec
 from ray_apps.features.training_set import (
     TrainingSetConfig,
@@ -208,51 +213,87 @@ def _from_store(
             f"data: the store holds no {source.interval} bars for the symbols and dates asked; "
             "ingest them first (ray-apps ingest --source ...)"
         )
-    stale = ray.get(
-        store.feature_gaps.remote(
-            spec.version, spec.fingerprint, source.interval, source.symbols, source.start,
-            source.end,
-        )
-    )
+    symbols = sorted(bars["symbol"].unique())
+    stale = stale_symbols(store, spec, source.interval, symbols)
     if stale:
         echo(
             f"  features of spec {spec.version} are missing or stale for {len(stale):,} of "
-            f"{bars['symbol'].nunique():,} symbols: computing them with the {config.engine} "
-            "engine into the features table"
+            f"{len(symbols):,} symbols: computing them with the {config.engine} engine"
         )
         request = ComputeRequest(
-            spec=config.feature_spec,
             engine=config.engine,
             source=BarsInput(symbols=stale, interval=source.interval),
             to_store=True,
         )
-        echo("  " + compute_features(request, spec, store, echo=lambda line: echo(f"  {line}"))
-             .render().replace("\n", "\n  "))
+        summary = compute_features(request, spec, store, echo=lambda line: echo(f"  {line}"))
+        echo("  " + summary.render().replace("\n", "\n  "))
     else:
-        echo(f"  features of spec {spec.version} read from the store")
-    features = ray.get(
-        store.features.remote(
-            source.symbols, source.start, source.end, source.interval, spec.columns,
-            spec_version=spec.version,
-        )
-    ).to_pandas()
+        echo(f"  features of spec {spec.version} ({len(symbols):,} symbols) read from the store")
+    features = _stored_features(store, spec, symbols, source.start, source.end, source.interval)
     # The look-ahead check recomputes from each sampled symbol's whole history.
-    sample = _look_ahead_sample(bars, config.look_ahead_symbols)
+    sample = _look_ahead_sample(symbols, config.look_ahead_symbols)
     history = ray.get(store.bars.remote(sample, None, source.end, source.interval)).to_pandas()
-    stored = ray.get(
-        store.features.remote(
-            sample, None, source.end, source.interval, spec.columns, spec_version=spec.version
-        )
-    ).to_pandas()
+    stored = _stored_features(store, spec, sample, None, source.end, source.interval)
     check_look_ahead(history, stored, spec)
     return bars, features
+
+
+def stale_symbols(
+    store: OfflineStoreHandle, spec: FeatureSpec, interval: str, symbols: list[str]
+) -> list[str]:
+    """Symbols whose stored features of ``spec`` do not match their stored bars.
+
+    A symbol is stale when the store has no rows of the spec's version *and* fingerprint for
+    it, fewer or more rows than bars, another last time, or bars ingested after its features
+    were computed (a corrected re-delivery).
+    """
+    bars = ray.get(store.symbols.remote()).to_pandas()
+    bars = bars[(bars["interval"] == interval) & bars["symbol"].isin(symbols)]
+    coverage = ray.get(
+        store.feature_coverage.remote(spec.version, spec.fingerprint, interval, symbols)
+    ).to_pandas()
+    both = bars.merge(coverage, on="symbol", how="left", suffixes=("", "_features"))
+    fresh = (
+        (both["rows"] == both["bars"])
+        & (both["last_ts_features"] == both["last_ts"])
+        & (both["computed_at"] >= both["ingested_at"])
+    )
+    return sorted(both.loc[~fresh.fillna(False).astype(bool), "symbol"])
+
+
+def _stored_features(
+    store: OfflineStoreHandle,
+    spec: FeatureSpec,
+    symbols: list[str],
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    interval: str,
+) -> pd.DataFrame:
+    table = ray.get(
+        store.features.remote(
+            symbols, start, end, interval, spec.columns, spec_version=spec.version
+        )
+    )
+    return table.select(["symbol", "ts", *spec.columns]).to_pandas()
 
 
 def _from_file(
     config: DataConfig, source: BarsInput, spec: FeatureSpec, echo: Echo
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A file's valid bars and their features, computed with the chosen engine."""
-    raise NotImplementedError
+    """A file's good bars and their features, computed with the chosen engine (not stored)."""
+    with tempfile.TemporaryDirectory(prefix="ray-apps-features-") as folder:
+        output = Path(folder) / "features.parquet"
+        request = ComputeRequest(engine=config.engine, source=source, output=output)
+        summary = compute_features(request, spec, None, echo=lambda line: echo(f"  {line}"))
+        echo("  " + summary.render().replace("\n", "\n  "))
+        features = pq.read_table(output).to_pandas()
+    good, _ = check_bars(normalize_bars(read_all(source), coerce=True))
+    bars = good.to_pandas()
+    sample = _look_ahead_sample(sorted(bars["symbol"].unique()), config.look_ahead_symbols)
+    check_look_ahead(
+        bars[bars["symbol"].isin(sample)], features[features["symbol"].isin(sample)], spec
+    )
+    return bars, features
 
 
 def check_look_ahead(bars: pd.DataFrame, features: pd.DataFrame, spec: FeatureSpec) -> None:
@@ -268,13 +309,13 @@ def check_look_ahead(bars: pd.DataFrame, features: pd.DataFrame, spec: FeatureSp
     """
     check_point_in_time(
         lambda cut: compute_frame(cut, spec),
-        bars[["symbol", "ts", "open", "high", "low", "close", "volume"]],
+        bars,
         full=features[["symbol", "ts", *spec.columns]],
     )
 
 
-def _look_ahead_sample(bars: pd.DataFrame, count: int) -> list[str]:
-    """Up to ``count`` symbols spread over the sorted symbols (the same ones every run)."""
-    symbols = np.sort(bars["symbol"].unique())
+def _look_ahead_sample(symbols: list[str], count: int) -> list[str]:
+    """Up to ``count`` of the sorted symbols, spread evenly (the same ones every run)."""
+    symbols = np.asarray(symbols)
     picks = np.unique(np.linspace(0, len(symbols) - 1, min(count, len(symbols))).astype(int))
     return symbols[picks].tolist()

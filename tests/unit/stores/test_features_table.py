@@ -5,16 +5,21 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from ray_apps.config import Settings
+from ray_apps.config import ClickHouseSettings, Settings
 from ray_apps.stores.offline import OfflineStore
 
 TIMES = pd.date_range("2024-01-01", periods=4, freq="D", tz="UTC")
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def settings(tmp_path_factory):
+    return Settings(state_dir=tmp_path_factory.mktemp("state"))
+
+
+@pytest.fixture(scope="module")
+def store(settings):
     # chdb allows one engine folder open per process at a time
-    opened = OfflineStore.open(Settings(state_dir=tmp_path_factory.mktemp("state")))
+    opened = OfflineStore(settings)
     yield opened
     opened.close()
 
@@ -27,14 +32,14 @@ def rows(symbol: str, **columns: list[float]) -> pa.Table:
 def test_two_specs_over_the_same_bars_keep_their_own_values(store):
     store.insert_features(rows("A", f=[1.0, 2.0, 3.0], g=[4.0, 5.0, 6.0]), "1d", "a", "fa")
     store.insert_features(rows("A", g=[7.0, 8.0, 9.0]), "1d", "b", "fb")
-    first = store.features(["A"], spec_version="a", columns=["f", "g"])
+    first = store.features(["A"], spec_version="a", columns=["f", "g"]).to_pandas()
     assert first["f"].tolist() == [1.0, 2.0, 3.0]
     assert first["g"].tolist() == [4.0, 5.0, 6.0]
     assert set(first["fingerprint"]) == {"fa"}
-    second = store.features(["A"], spec_version="b", columns=["g"])
+    second = store.features(["A"], spec_version="b", columns=["g"]).to_pandas()
     assert second["g"].tolist() == [7.0, 8.0, 9.0]
     assert store.count_features("a") == 3 and store.count_features("b") == 3
-    latest = store.features(["A"], columns=["g"], latest=True)
+    latest = store.features(["A"], columns=["g"], latest=True).to_pandas()
     assert latest[["spec_version", "g"]].values.tolist() == [["a", 6.0], ["b", 9.0]]
 
 
@@ -43,19 +48,18 @@ def test_coverage_counts_rows_of_one_version_and_fingerprint(store):
     store.insert_features(rows("D", h=[1.0, 2.0]), "1d", "c", "fc")
     store.insert_features(rows("E", h=[1.0]), "1d", "c", "edited")
     store.insert_features(rows("C", h=[1.0]), "15m", "c", "fc")
-    coverage = store.feature_coverage("c", "fc", "1d")
+    coverage = store.feature_coverage("c", "fc", "1d").to_pandas()
     assert coverage["symbol"].tolist() == ["C", "D"]
     assert coverage["rows"].tolist() == [4, 2]
     assert coverage["first_ts"].tolist() == [TIMES[0], TIMES[0]]
     assert coverage["last_ts"].tolist() == [TIMES[3], TIMES[1]]
-    assert store.feature_coverage("c", "fc", "1d", symbols=["D", "Z"])["symbol"].tolist() == [
+    assert store.feature_coverage("c", "fc", "1d", symbols=["D", "Z"])["symbol"].to_pylist() == [
         "D"
     ]
-    assert store.feature_coverage("c", "fc", "1h").empty
+    assert store.feature_coverage("c", "fc", "1h").num_rows == 0
 
 
-def test_a_table_of_the_old_key_is_converted_with_its_rows(store):
-    legacy = OfflineStore(store.client, "legacy")
+def test_a_table_of_the_old_key_is_converted_with_its_rows(store, settings):
     store.client.command("CREATE DATABASE IF NOT EXISTS legacy")
     store.client.command(
         "CREATE TABLE legacy.features (symbol LowCardinality(String), "
@@ -68,12 +72,14 @@ def test_a_table_of_the_old_key_is_converted_with_its_rows(store):
         "INSERT INTO legacy.features (symbol, interval, ts, spec_version, x) VALUES "
         "('A', '1d', '2024-01-01 00:00:00', '1', 0.5)"
     )
-    legacy.create_tables()
+    legacy = OfflineStore(
+        settings.model_copy(update={"clickhouse": ClickHouseSettings(database="legacy")})
+    )
     key = store.client.command(
         "SELECT sorting_key FROM system.tables WHERE database = 'legacy' AND name = 'features'"
     )
     assert key == "spec_version, symbol, interval, ts"
-    kept = legacy.features(spec_version="1")
+    kept = legacy.features(spec_version="1").to_pandas()
     assert kept[["symbol", "x"]].values.tolist() == [["A", 0.5]]
     legacy.insert_features(rows("A", x=[np.nan]), "1d", "2", "f2")
-    assert legacy.features(spec_version="1")["x"].tolist() == [0.5]
+    assert legacy.features(spec_version="1")["x"].to_pylist() == [0.5]

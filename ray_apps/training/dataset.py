@@ -26,6 +26,7 @@ from ray_apps.features.training_set import (
     build_training_set,
     forward_returns,
 )
+from ray_apps.marketdata.loaders import sp500_sectors
 from ray_apps.marketdata.sources import SyntheticSource, parse_source
 from ray_apps.marketdata.synthetic import generate_bars
 from ray_apps.marketdata.validation import validate_bars
@@ -33,6 +34,8 @@ from ray_apps.models.panel import Panel
 
 RETURN_COLUMN = "return_1"
 """The raw next-bar log return kept for portfolio evaluation."""
+FORWARD_RETURN_COLUMN = "forward_return"
+"""The raw log return over the label's horizon, what IC and accuracy are measured against."""
 
 
 class DataConfig(BaseModel):
@@ -143,7 +146,9 @@ def load_training_data(config: DataConfig, store: object | None = None) -> Train
             horizons=horizons, normalize=config.normalize, min_symbols=config.min_symbols
         ),
     )
-    raw = forward_returns(bars, [1]).rename(columns={"label_1": RETURN_COLUMN})
+    raw = forward_returns(bars, horizons)
+    raw = raw.rename(columns={f"label_{config.horizon}": FORWARD_RETURN_COLUMN})
+    raw[RETURN_COLUMN] = raw[FORWARD_RETURN_COLUMN] if config.horizon == 1 else raw.pop("label_1")
     raw["ts"] = pd.to_datetime(raw["ts"], utc=True)
     rows = rows.merge(raw, on=["symbol", "ts"], how="left", validate="one_to_one")
     if rows.empty:
@@ -151,7 +156,11 @@ def load_training_data(config: DataConfig, store: object | None = None) -> Train
             f"data: no training rows from {config.source}: too few bars for the features' "
             f"warm-up ({spec.warmup} bars) and the {config.horizon}-bar label"
         )
-    panel = Panel.from_frame(rows, spec.columns, config.target_column, RETURN_COLUMN)
+    sectors = sp500_sectors().drop_duplicates("symbol").set_index("symbol")
+    groups = {level: sectors[level].astype(str).to_dict() for level in ("sector", "industry")}
+    panel = Panel.from_frame(
+        rows, spec.columns, config.target_column, RETURN_COLUMN, FORWARD_RETURN_COLUMN, groups
+    )
     tags = {
         "data.source": config.source,
         "data.interval": config.interval,

@@ -141,7 +141,6 @@ def test_sweep_killed_then_resumed_registers_a_model_that_reloads_identically(st
 
     # Checkpoints of every epoch and the model artifacts are on the S3 server.
     assert len(checkpoints_of(killed_with[0].data.tags["ray_apps.trial_id"])) == EPOCHS
-    assert len(checkpoints_of(cut_id)) == EPOCHS
     final = next(r for r in children if r.data.tags["ray_apps.role"] == "final")
     version = client.get_model_version_by_alias("it-mlp", "challenger")
     model_id = version.source.removeprefix("models:/")  # the logged model, m-...

@@ -1,7 +1,12 @@
-"""Every model by the name specs use, and how to build one from a parameter dict."""
+"""Every model by the name specs use, and how to build one from a parameter dict.
+
+Besides the names of :data:`MODELS`, a spec may name a model of its own as
+``package.module:Class`` (a :class:`ScoreModel` subclass importable on every Ray worker).
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,13 +23,36 @@ MODELS: dict[str, type[ScoreModel]] = {
 """Model classes by name."""
 
 
+def model_class(name: str, where: str = "model") -> type[ScoreModel]:
+    """The model class named ``name``: a key of :data:`MODELS` or ``module:Class``.
+
+    Raises:
+        UserError: naming ``where``: unknown name, module not importable, or not a model.
+    """
+    if name in MODELS:
+        return MODELS[name]
+    module_name, colon, class_name = name.partition(":")
+    if not colon:
+        raise UserError(
+            f"{where}.name: unknown model {name!r}; known: {sorted(MODELS)} "
+            "(or package.module:Class)"
+        )
+    try:
+        found = getattr(importlib.import_module(module_name), class_name, None)
+    except ImportError as error:
+        raise UserError(f"{where}.name: cannot import {module_name!r} ({error})") from None
+    if not (isinstance(found, type) and issubclass(found, ScoreModel)):
+        raise UserError(f"{where}.name: {name!r} is not a ScoreModel subclass")
+    return found
+
+
 def build_model(
     name: str, params: dict[str, Any], feature_columns: tuple[str, ...], where: str = "model"
 ) -> ScoreModel:
     """An untrained model from its name and parameters.
 
     Args:
-        name: a key of :data:`MODELS`.
+        name: a key of :data:`MODELS` or ``package.module:Class``.
         params: the model's parameters (defaults for the rest).
         feature_columns: the features it reads.
         where: names the caller's field in error messages (e.g. ``tune/lstm.yaml: model``).
@@ -32,9 +60,7 @@ def build_model(
     Raises:
         UserError: unknown model, or parameters that its ``Params`` refuse.
     """
-    if name not in MODELS:
-        raise UserError(f"{where}.name: unknown model {name!r}; known: {sorted(MODELS)}")
-    model = MODELS[name]
+    model = model_class(name, where)
     try:
         return model(model.Params(**params), tuple(feature_columns))
     except ValidationError as error:

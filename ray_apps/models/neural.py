@@ -24,6 +24,9 @@ from ray_apps.models.modules import MLP, GATNet, LSTMNet, TransformerNet
 from ray_apps.models.panel import Panel
 
 InputKind = Literal["rows", "windows", "graph"]
+STREAM_SHUFFLE_ROWS = 100_000
+"""Rows a streamed epoch shuffles together (a training set this size or smaller is shuffled
+whole; a larger one within windows of this many rows)."""
 
 
 class NeuralParams(ModelParams):
@@ -115,13 +118,17 @@ class NeuralModel(ScoreModel):
                 self._step(optimizer, score, target)
             yield self._end_epoch(epoch, optimizer)
 
-    def fit_stream_steps(self, rows: ray.data.Dataset, shuffle_buffer: int = 0) -> Iterator[int]:
+    def fit_stream_steps(
+        self, rows: ray.data.Dataset, shuffle_buffer: int = STREAM_SHUFFLE_ROWS
+    ) -> Iterator[int]:
         """Trains a row model epoch by epoch from a Ray Dataset streamed in torch batches.
 
         For training sets larger than memory: ``rows`` has a float32 vector column ``x`` (the
         features, in :attr:`feature_columns` order) and ``y`` (the target), as
         :func:`ray_apps.training.streaming.rows_dataset` makes; ``iter_torch_batches`` feeds
-        the batches, shuffled locally through ``shuffle_buffer`` rows (seeded per epoch).
+        the batches, shuffled locally through ``shuffle_buffer`` rows with a seed drawn from
+        (``seed``, epoch): each epoch sees another order, and a resumed run the same order as
+        an unbroken one. ``shuffle_buffer=0`` keeps the dataset's order.
 
         Raises:
             ValueError: the model reads windows or graphs, which need the whole panel.
@@ -357,9 +364,9 @@ class GATParams(NeuralParams):
     """Graph attention across assets.
 
     Attributes:
-        edges: ``sector`` or ``industry`` links assets of the same group (the S&P 500 panel's
-            classification); ``correlation`` links each asset to its ``top_k`` most correlated
-            by returns over the training dates.
+        edges: ``sector`` or ``industry`` links assets of the same group (the classification
+            the panel carries in ``Panel.groups``); ``correlation`` links each asset to its
+            ``top_k`` most correlated by returns over the training dates.
     """
 
     batch_size: int = Field(8, ge=1)
@@ -391,13 +398,28 @@ class GATModel(NeuralModel):
         p = self.params
         return GATNet(n_features, p.hidden, p.heads, p.layers, p.dropout)
 
+    def check_panel(self, panel: Panel) -> None:
+        """Also raises ValueError when group edges are asked of a panel without the groups."""
+        super().check_panel(panel)
+        edges = self.params.edges
+        if edges != "correlation" and edges not in panel.groups:
+            raise ValueError(
+                f"model.params.edges: {edges!r} needs the {edges} of each symbol, and this "
+                f"data carries none (it has {sorted(panel.groups) or 'no classification'}); "
+                "use edges: correlation"
+            )
+
     def prepare(self, panel: Panel, train: np.ndarray) -> None:
-        """Builds the edges between the panel's symbols."""
+        """Builds the edges between the panel's symbols.
+
+        They are kept in the model, so a pickled model scores any later panel (the rows a
+        served model gets carry no classification) with the same graph.
+        """
         self.symbols = panel.symbols.copy()
         if self.params.edges == "correlation":
             self.adjacency = correlation_edges(panel.returns[train], self.params.top_k)
         else:
-            self.adjacency = group_edges(panel.symbols, self.params.edges)
+            self.adjacency = group_edges(panel.groups[self.params.edges])
 
     def extra_tensors(self, panel: Panel) -> dict[str, torch.Tensor]:
         """The adjacency between the panel's symbols (unknown symbols link to themselves)."""
@@ -409,8 +431,8 @@ class GATModel(NeuralModel):
         return {"adjacency": torch.from_numpy(adjacency).to(self.device)}
 
     def predict(self, panel: Panel, dates: np.ndarray) -> np.ndarray:
-        """Scores every present asset on each date."""
-        self.check_panel(panel)
+        """Scores every present asset on each date (with the edges learned at fit)."""
+        ScoreModel.check_panel(self, panel)
         if self.module is None:
             raise ValueError("gat: predict before fit")
         dates = np.asarray(dates)
@@ -428,14 +450,11 @@ class GATModel(NeuralModel):
         return out
 
 
-def group_edges(symbols: np.ndarray, level: Literal["sector", "industry"]) -> np.ndarray:
-    """Edges [A, A]: assets in the same sector (or industry) of the S&P 500 classification."""
-    from ray_apps.marketdata.loaders import sp500_sectors
-
-    table = sp500_sectors().drop_duplicates("symbol")  # the file lists a few tickers twice
-    groups = dict(zip(table["symbol"], table[level].astype(str), strict=True))
-    labels = np.array([groups.get(s, f"?{s}") for s in symbols])
-    return labels[:, None] == labels[None, :]
+def group_edges(labels: np.ndarray) -> np.ndarray:
+    """Edges [A, A]: assets with the same group label ("" is unknown: linked to itself only)."""
+    labels = np.asarray(labels, dtype=object)
+    same = (labels[:, None] == labels[None, :]) & (labels != "")[:, None]
+    return same | np.eye(len(labels), dtype=bool)
 
 
 def correlation_edges(returns: np.ndarray, top_k: int) -> np.ndarray:

@@ -9,7 +9,8 @@ after ``d``, so a window ending at ``d`` may reach back into earlier dates of an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -26,9 +27,15 @@ class Panel:
         symbols: the A symbols.
         feature_columns: the F feature names, in the order of the last axis of ``features``.
         features: float32 [D, A, F]; NaN where a symbol has no row or a feature is undefined.
-        target: float32 [D, A], what models learn to score; NaN where undefined.
+        target: float32 [D, A], what models learn to score (the label, possibly ranked or
+            z-scored per date); NaN where undefined.
         returns: float64 [D, A], the raw forward return evaluated for portfolios (log return
             over the next bar); NaN where undefined.
+        forward_return: float64 [D, A], the raw log return over the label's horizon (the
+            untransformed target), what IC and directional accuracy are measured against;
+            NaN where undefined.
+        groups: per classification level (``sector``, ``industry``), the [A] group label of
+            each symbol ("" where unknown); empty when the data carries no classification.
     """
 
     dates: pd.DatetimeIndex
@@ -37,6 +44,8 @@ class Panel:
     features: np.ndarray
     target: np.ndarray
     returns: np.ndarray
+    forward_return: np.ndarray
+    groups: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def from_frame(
@@ -45,6 +54,8 @@ class Panel:
         feature_columns: list[str] | tuple[str, ...],
         target_column: str | None = None,
         return_column: str | None = None,
+        forward_return_column: str | None = None,
+        groups: Mapping[str, Mapping[str, str]] | None = None,
     ) -> Panel:
         """Pivots ``symbol, ts`` rows into a panel.
 
@@ -53,12 +64,18 @@ class Panel:
                 return columns when named).
             feature_columns: the model inputs, in order.
             target_column: the column to learn (all NaN when None, e.g. for prediction).
-            return_column: the raw forward return (all NaN when None).
+            return_column: the raw next-bar return (all NaN when None).
+            forward_return_column: the raw return over the label's horizon (all NaN when
+                None).
+            groups: per classification level, the group of each symbol (symbols it does
+                not name get "").
 
         Raises:
             UserError: a column is missing or a (symbol, ts) pair repeats.
         """
-        named = [c for c in (target_column, return_column) if c is not None]
+        named = [
+            c for c in (target_column, return_column, forward_return_column) if c is not None
+        ]
         missing = [c for c in ["symbol", "ts", *feature_columns, *named] if c not in frame]
         if missing:
             raise UserError(f"panel: missing column(s) {missing}")
@@ -74,10 +91,17 @@ class Panel:
         target = np.full(shape, np.nan, dtype=np.float32)
         if target_column is not None:
             target[d, a] = frame[target_column].to_numpy(dtype=np.float32)
-        returns = np.full(shape, np.nan, dtype=np.float64)
-        if return_column is not None:
-            returns[d, a] = frame[return_column].to_numpy(dtype=np.float64)
-        return cls(dates, symbols, tuple(feature_columns), features, target, returns)
+        returns, forward_return = (
+            _column(frame, column, d, a, shape) for column in (return_column, forward_return_column)
+        )
+        levels = {
+            level: np.array([str(labels.get(s, "")) for s in symbols], dtype=object)
+            for level, labels in (groups or {}).items()
+        }
+        return cls(
+            dates, symbols, tuple(feature_columns), features, target, returns, forward_return,
+            levels,
+        )
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -123,3 +147,13 @@ class Panel:
                 "score": scores[d, a].astype(np.float64),
             }
         )
+
+
+def _column(
+    frame: pd.DataFrame, column: str | None, d: np.ndarray, a: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray:
+    """float64 [D, A] of ``column`` at (d, a), NaN elsewhere (all NaN when None)."""
+    out = np.full(shape, np.nan, dtype=np.float64)
+    if column is not None:
+        out[d, a] = frame[column].to_numpy(dtype=np.float64)
+    return out

@@ -37,12 +37,15 @@ from ray_apps.features.training_set import (
     check_point_in_time,
     forward_returns,
 )
+from ray_apps.marketdata.loaders import sp500_sectors
 from ray_apps.marketdata.universes import UNIVERSES, universe_symbols
 from ray_apps.models.panel import Panel
 from ray_apps.stores.offline_actor import OfflineStoreHandle
 
 RETURN_COLUMN = "return_1"
 """The raw next-bar log return kept for portfolio evaluation."""
+FORWARD_RETURN_COLUMN = "forward_return"
+"""The raw log return over the label's horizon, what IC and accuracy are measured against."""
 
 Echo = Callable[[str], None]
 Engine = Literal["ray", "spark", "incremental"]
@@ -166,7 +169,9 @@ def build_training_data(
             horizons=horizons, normalize=config.normalize, min_symbols=config.min_symbols
         ),
     )
-    raw = forward_returns(bars, [1]).rename(columns={"label_1": RETURN_COLUMN})
+    raw = forward_returns(bars, horizons)
+    raw = raw.rename(columns={f"label_{config.horizon}": FORWARD_RETURN_COLUMN})
+    raw[RETURN_COLUMN] = raw[FORWARD_RETURN_COLUMN] if config.horizon == 1 else raw.pop("label_1")
     raw["ts"] = pd.to_datetime(raw["ts"], utc=True)
     rows = rows.merge(raw, on=["symbol", "ts"], how="left", validate="one_to_one")
     if rows.empty:
@@ -174,7 +179,11 @@ def build_training_data(
             f"data: no training rows: too few bars for the features' warm-up ({spec.warmup} "
             f"bars) and the {config.horizon}-bar label"
         )
-    panel = Panel.from_frame(rows, spec.columns, config.target_column, RETURN_COLUMN)
+    sectors = sp500_sectors().drop_duplicates("symbol").set_index("symbol")
+    groups = {level: sectors[level].astype(str).to_dict() for level in ("sector", "industry")}
+    panel = Panel.from_frame(
+        rows, spec.columns, config.target_column, RETURN_COLUMN, FORWARD_RETURN_COLUMN, groups
+    )
     tags = {
         **(tags or {}),
         "data.interval": config.bars.interval,

@@ -4,6 +4,18 @@ Every function takes [D, A] arrays (dates x assets) with NaN where a value is un
 pairs where both sides are defined count. Cross-sectional figures (IC, rank IC, the
 portfolio) are computed per date and then averaged over dates.
 
+Which target each figure uses (:func:`evaluate`):
+
+- ``ic``, ``rank_ic``, ``icir``, ``rank_icir``, ``directional_accuracy``: the raw log return
+  over the label's horizon (``log(close[t+h] / close[t])``), not the rank-normalized label the
+  model trained on. Rank IC is the same either way (a per-date rank keeps the order); IC and
+  accuracy are not.
+- ``label_mse``: squared error of the score against the label the model trained on (ranked or
+  z-scored per date, as the spec's ``data.normalize``); a score is on that label's scale, not
+  on the raw return's, so an error against the raw return would mean nothing.
+- the portfolio (``annual_return``, ``sharpe``, ``max_drawdown``, ``turnover``): raw next-bar
+  returns, rebalanced every bar.
+
 The portfolio is formed at each date's close: long the top ``quantile`` of assets by score
 and short the bottom one, equal weights, one unit each side (dollar neutral). It earns the
 next bar's simple return ``exp(r) - 1`` and pays ``cost_bps`` on every unit of weight traded
@@ -19,6 +31,8 @@ import math
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ray_apps.models.panel import Panel
+
 MIN_ASSETS = 3
 """Fewer assets on a date than this give no cross-sectional figure for it."""
 
@@ -28,7 +42,7 @@ METRICS = (
     "icir",
     "rank_icir",
     "directional_accuracy",
-    "mse",
+    "label_mse",
     "annual_return",
     "sharpe",
     "max_drawdown",
@@ -186,31 +200,48 @@ def max_drawdown(returns: np.ndarray) -> float:
 
 def evaluate(
     scores: np.ndarray,
-    target: np.ndarray,
-    log_returns: np.ndarray,
+    *,
+    forward_return: np.ndarray,
+    next_return: np.ndarray,
+    label: np.ndarray,
     config: PortfolioConfig | None = None,
 ) -> dict[str, float]:
     """Every metric of :data:`METRICS` for a score on a period.
 
     Args:
         scores: [D, A] model scores.
-        target: [D, A] what the model was trained to predict (for IC, accuracy and MSE).
-        log_returns: [D, A] raw next-bar log returns (for the portfolio).
+        forward_return: [D, A] raw log return over the label's horizon (for IC, rank IC,
+            their ratios and directional accuracy).
+        next_return: [D, A] raw next-bar log returns (for the portfolio).
+        label: [D, A] the (normalized) label the model was trained on (for ``label_mse``).
         config: the portfolio.
     """
     config = config or PortfolioConfig()
-    ic = ic_by_date(scores, target)
-    rank_ic = ic_by_date(scores, target, rank=True)
-    net, turnover = long_short_returns(scores, log_returns, config)
+    ic = ic_by_date(scores, forward_return)
+    rank_ic = ic_by_date(scores, forward_return, rank=True)
+    net, turnover = long_short_returns(scores, next_return, config)
     return {
         "ic": float(np.nanmean(ic)) if np.isfinite(ic).any() else math.nan,
         "rank_ic": float(np.nanmean(rank_ic)) if np.isfinite(rank_ic).any() else math.nan,
         "icir": information_ratio(ic),
         "rank_icir": information_ratio(rank_ic),
-        "directional_accuracy": directional_accuracy(scores, target),
-        "mse": mean_squared_error(scores, target),
+        "directional_accuracy": directional_accuracy(scores, forward_return),
+        "label_mse": mean_squared_error(scores, label),
         "annual_return": annual_return(net, config.periods_per_year),
         "sharpe": sharpe_ratio(net, config.periods_per_year),
         "max_drawdown": max_drawdown(net),
         "turnover": float(turnover.mean()) if len(turnover) else math.nan,
     }
+
+
+def evaluate_panel(
+    scores: np.ndarray, panel: Panel, dates: np.ndarray, config: PortfolioConfig | None = None
+) -> dict[str, float]:
+    """:func:`evaluate` of a [len(dates), A] score against the panel's targets on ``dates``."""
+    return evaluate(
+        scores,
+        forward_return=panel.forward_return[dates],
+        next_return=panel.returns[dates],
+        label=panel.target[dates],
+        config=config,
+    )

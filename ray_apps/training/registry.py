@@ -25,7 +25,7 @@ from ray_apps.models.base import ScoreModel
 from ray_apps.models.catalog import build_model
 from ray_apps.models.pyfunc import ScorePyfunc, model_input
 from ray_apps.training.dataset import TrainingData
-from ray_apps.training.metrics import PortfolioConfig, evaluate
+from ray_apps.training.metrics import PortfolioConfig, evaluate_panel
 from ray_apps.training.splits import WalkForward
 from ray_apps.training.streaming import panel_rows
 from ray_apps.training.tracking import ROLE_TAG, log_metrics, log_params, set_tags
@@ -59,8 +59,7 @@ def held_out_metrics(
 ) -> dict[str, float]:
     """``test_<metric>`` of the model on the held-out test period (the one time it is used)."""
     panel, test = data.panel, walk.test
-    scores = model.predict(panel, test)
-    metrics = evaluate(scores, panel.target[test], panel.returns[test], portfolio)
+    metrics = evaluate_panel(model.predict(panel, test), panel, test, portfolio)
     return {f"test_{name}": value for name, value in metrics.items()}
 
 

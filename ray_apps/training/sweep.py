@@ -30,7 +30,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ray_apps._private.ray_cluster import connect_ray
 from ray_apps.config import Settings
 from ray_apps.errors import UserError
-from ray_apps.models.catalog import MODELS
+from ray_apps.models.catalog import model_class
 from ray_apps.models.pyfunc import ScorePyfunc
 from ray_apps.stores.offline_actor import offline_store
 from ray_apps.training.dataset import TrainingData, load_training_data
@@ -44,14 +44,16 @@ from ray_apps.training.registry import (
 )
 from ray_apps.training.splits import WalkForward, walk_forward
 from ray_apps.training.streaming import panel_rows
-from ray_apps.training.sweep_spec import SweepSpec
+from ray_apps.training.sweep_spec import SweepSpec, check_against_panel
 from ray_apps.training.tracking import (
     PARENT_TAG,
     ROLE_TAG,
     SWEEP_TAG,
+    TRIAL_TAG,
     TrialRunCloser,
     ensure_experiment,
     find_or_create_run,
+    find_run,
     log_metrics,
     log_params,
     set_tags,
@@ -99,7 +101,7 @@ def max_epochs(spec: SweepSpec) -> int:
     searched = spec.search_space.get("epochs")
     if searched is not None:
         return max(int(value) for value in searched.bounds())
-    params = MODELS[spec.model.name].Params(**spec.model.params)
+    params = model_class(spec.model.name).Params(**spec.model.params)
     return int(getattr(params, "epochs", 1))
 
 
@@ -171,6 +173,8 @@ class SweepResult:
         seconds: wall time of the whole sweep.
         tune_seconds: wall time of the trials (Tune's part of it).
         mlflow_url: the parent run's page.
+        already_finished: a ``--resume`` found the sweep done: nothing ran, nothing was
+            registered; ``registered`` is the version it had registered.
     """
 
     run_name: str
@@ -184,6 +188,7 @@ class SweepResult:
     seconds: float = 0.0
     tune_seconds: float = 0.0
     mlflow_url: str = ""
+    already_finished: bool = False
 
     def render(self) -> str:
         """A summary for the terminal."""
@@ -204,7 +209,13 @@ class SweepResult:
             lines.append(
                 "test period: " + ", ".join(f"{k[5:]} {self.test[k]:+.4f}" for k in shown)
             )
-        if self.registered is not None:
+        if self.registered is not None and self.already_finished:
+            r = self.registered
+            lines.append(
+                f"already finished: registered {r.name} version {r.version} (run {r.run_id}) "
+                "is the sweep's model; no new version registered"
+            )
+        elif self.registered is not None:
             r = self.registered
             lines.append(
                 f"registered {r.name} version {r.version} as @{r.alias} ({r.uri}); reloaded "
@@ -240,6 +251,15 @@ def run_sweep(
     else:
         run_name = f"{spec.name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
     connect_ray(settings)
+    gpus = gpus_per_trial(spec)
+    client = MlflowClient(settings.mlflow.uri)
+    experiment_id = ensure_experiment(client, spec.experiment)
+    if resume:
+        done = finished_sweep(client, experiment_id, spec, run_name, settings)
+        if done is not None:
+            echo(f"sweep {run_name} had already finished: nothing to resume, no new version")
+            done.seconds = time.monotonic() - started
+            return done
     source = spec.data.bars_input()
     echo(
         f"sweep {run_name}: loading {source.label}"
@@ -248,6 +268,7 @@ def run_sweep(
     )
     data = load_training_data(spec.data, offline_store(settings), echo)
     panel = data.panel
+    check_against_panel(spec, panel)
     walk = walk_forward(len(panel.dates), spec.data.horizon, spec.split)
     echo(
         f"  {len(panel.dates)} dates x {len(panel.symbols)} symbols x "
@@ -255,8 +276,6 @@ def run_sweep(
         f"test period {panel.dates[walk.test[0]]:%Y-%m-%d}..{panel.dates[walk.test[-1]]:%Y-%m-%d}"
         f" held out"
     )
-    client = MlflowClient(settings.mlflow.uri)
-    experiment_id = ensure_experiment(client, spec.experiment)
     parent_id, _ = find_or_create_run(
         client,
         experiment_id,
@@ -268,7 +287,6 @@ def run_sweep(
         log_params(client, parent_id, {"model": spec.model.name, "num_samples": spec.num_samples,
                                        "metric": spec.metric, **spec.model.params})
         client.log_dict(parent_id, spec.model_dump(mode="json"), "sweep_spec.json")
-    gpus = gpus_per_trial(spec)
     epochs = max_epochs(spec)
     setup = TrialSetup(
         model=spec.model.name,
@@ -317,7 +335,7 @@ def run_sweep(
         f"it on every date before the test period for {result.best.epochs} epoch(s)"
     )
     params = setup.params(result.best.params)
-    if "epochs" in MODELS[spec.model.name].Params.model_fields:
+    if "epochs" in model_class(spec.model.name).Params.model_fields:
         params["epochs"] = max(result.best.epochs, 1)
     final = ray.get(
         ray.remote(fit_final)
@@ -332,6 +350,63 @@ def run_sweep(
                                  "registered_version": result.registered.version})
     client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FINISHED))
     result.seconds = time.monotonic() - started
+    return result
+
+
+def finished_sweep(
+    client: MlflowClient,
+    experiment_id: str,
+    spec: SweepSpec,
+    run_name: str,
+    settings: Settings,
+) -> SweepResult | None:
+    """What a finished sweep run did, read back from MLflow, or None when it is not finished.
+
+    Finished means its ``final`` run ended and its model version is in the registry: then
+    every trial had ended too (the final fit starts after Tune returns).
+    """
+    parent_id = find_run(client, experiment_id, {SWEEP_TAG: run_name, ROLE_TAG: "sweep"})
+    if parent_id is None:
+        return None
+    final_id = find_run(client, experiment_id, {PARENT_TAG: parent_id, ROLE_TAG: "final"})
+    if final_id is None:
+        return None
+    final = client.get_run(final_id)
+    versions = client.search_model_versions(
+        f"name = '{spec.registry.name}' and run_id = '{final_id}'"
+    )
+    if final.info.status != RunStatus.to_string(RunStatus.FINISHED) or not versions:
+        return None
+    version = str(max(int(v.version) for v in versions))
+    root, _ = tune_storage(settings)
+    result = SweepResult(
+        run_name=run_name,
+        storage=f"{root}/{run_name}",
+        parent_run_id=parent_id,
+        metric=spec.metric,
+        mlflow_url=f"{settings.mlflow.uri}/#/experiments/{experiment_id}/runs/{parent_id}",
+        test={k: v for k, v in final.data.metrics.items() if k.startswith("test_")},
+        registered=Registered(
+            spec.registry.name, version, spec.registry.alias, final_id,
+            f"models:/{spec.registry.name}/{version}", 0,
+        ),
+        already_finished=True,
+    )
+    children = client.search_runs(
+        [experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}' and tags.`{ROLE_TAG}` = 'trial'"
+    )
+    for run in children:
+        result.trials.append(
+            TrialRow(
+                trial_id=run.data.tags.get(TRIAL_TAG, "?"),
+                status="TERMINATED" if run.info.status == "FINISHED" else run.info.status,
+                epochs=int(run.data.tags.get("epochs_trained", 0)),
+                params={k: v for k, v in run.data.params.items() if k in spec.search_space},
+                metric=float(run.data.metrics.get(spec.metric, math.nan)),
+            )
+        )
+    best = final.data.tags.get("best_trial")
+    result.best = next((row for row in result.trials if row.trial_id == best), None)
     return result
 
 

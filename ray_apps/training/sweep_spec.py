@@ -7,20 +7,22 @@ must be one the evaluation produces. Errors name the spec file and the field.
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ray_apps.errors import UserError, validation_problems
 from ray_apps.features.spec import load_spec
-from ray_apps.models.catalog import MODELS, build_model
+from ray_apps.models.catalog import build_model, model_class
+from ray_apps.models.panel import Panel
 from ray_apps.training.dataset import DataConfig
 from ray_apps.training.metrics import METRICS, PortfolioConfig
 from ray_apps.training.splits import SplitConfig
 
-LOWER_IS_BETTER = {"mse", "turnover"}
+LOWER_IS_BETTER = {"label_mse", "turnover"}
 """Metrics a sweep minimizes by default (the rest are maximized)."""
 
 
@@ -55,6 +57,11 @@ class Distribution(BaseModel):
         if kind == "loguniform" and low <= 0:
             raise ValueError(f"loguniform: low {low} must be above 0")
         return self
+
+    @property
+    def continuous(self) -> bool:
+        """Whether it samples real numbers (``uniform``, ``loguniform``)."""
+        return self.uniform is not None or self.loguniform is not None
 
     def bounds(self) -> list[Any]:
         """The extreme values the distribution can give (to check against the model)."""
@@ -145,7 +152,7 @@ class SweepSpec(BaseModel):
         max_concurrent: most trials at once (None: as resources allow).
         resources: per trial.
         metric: validation metric to optimize, ``val_<metric>``.
-        mode: ``max`` or ``min`` (None: min for mse and turnover, max otherwise).
+        mode: ``max`` or ``min`` (None: min for label_mse and turnover, max otherwise).
         max_failures: retries of a failing trial.
         registry: where the best model is registered.
     """
@@ -195,15 +202,19 @@ def parse_sweep_spec(raw: object, source: str = "<sweep spec>") -> SweepSpec:
         raise UserError(f"{source}: metric: unknown metric {spec.metric!r}; use one of {metrics}")
     model = spec.model
     where = f"{source}: model"
-    if model.name not in MODELS:
-        raise UserError(f"{where}.name: unknown model {model.name!r}; known: {sorted(MODELS)}")
-    fields = MODELS[model.name].Params.model_fields
+    fields = model_class(model.name, where).Params.model_fields
     columns = tuple(load_spec(spec.data.feature_spec).columns)
     for key, distribution in spec.search_space.items():
         if key not in fields:
             raise UserError(
                 f"{source}: search_space.{key}: {model.name} has no parameter {key!r}; "
                 f"it has {sorted(fields)}"
+            )
+        if distribution.continuous and _takes_integers(fields[key].annotation):
+            kind = "uniform" if distribution.uniform is not None else "loguniform"
+            raise UserError(
+                f"{source}: search_space.{key}: {kind} over an integer parameter; "
+                "use randint or choice"
             )
         for value in distribution.bounds():
             build_model(
@@ -219,6 +230,41 @@ def parse_sweep_spec(raw: object, source: str = "<sweep spec>") -> SweepSpec:
             f"{model.name} reads windows, graphs or the whole panel"
         )
     return spec
+
+
+def check_against_panel(spec: SweepSpec, panel: Panel) -> None:
+    """Checks the model, with its fixed parameters and each searched extreme, reads ``panel``.
+
+    Run once the data is loaded and before any run or trial exists (e.g. GAT's group edges
+    need the panel's sector map).
+
+    Raises:
+        UserError: naming the field whose value the data cannot serve.
+    """
+    columns = panel.feature_columns
+    configs = [("", spec.model.params)] + [
+        (f"search_space.{key}={value!r} -> ", {**spec.model.params, key: value})
+        for key, distribution in spec.search_space.items()
+        for value in distribution.bounds()
+    ]
+    for where, params in configs:
+        try:
+            build_model(spec.model.name, params, columns).check_panel(panel)
+        except ValueError as error:
+            raise UserError(f"{where}{error}") from None
+
+
+def _takes_integers(annotation: Any) -> bool:
+    """Whether a parameter's type holds integers only (``int``, an int ``Literal``, ...)."""
+    if annotation is int:
+        return True
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return all(isinstance(v, int) and not isinstance(v, bool) for v in get_args(annotation))
+    if origin in (Union, types.UnionType):
+        kinds = [a for a in get_args(annotation) if a is not type(None)]
+        return bool(kinds) and all(_takes_integers(a) for a in kinds)
+    return False
 
 
 def load_sweep_spec(path: Path | str) -> SweepSpec:

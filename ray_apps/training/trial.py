@@ -24,10 +24,10 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from ray_apps.models.base import ScoreModel
-from ray_apps.models.catalog import MODELS, build_model
+from ray_apps.models.catalog import build_model, model_class
 from ray_apps.models.panel import Panel
 from ray_apps.training.dataset import TrainingData
-from ray_apps.training.metrics import PortfolioConfig, evaluate
+from ray_apps.training.metrics import PortfolioConfig, evaluate_panel
 from ray_apps.training.splits import Fold
 from ray_apps.training.tracking import (
     PARENT_TAG,
@@ -75,7 +75,7 @@ class TrialSetup:
     def params(self, config: dict[str, Any]) -> dict[str, Any]:
         """The model parameters of a trial: fixed ones, then the sampled ``config``."""
         params = {**self.fixed_params, **config}
-        if self.device is not None and "device" in MODELS[self.model].Params.model_fields:
+        if self.device is not None and "device" in model_class(self.model).Params.model_fields:
             params["device"] = self.device
         return params
 
@@ -85,8 +85,7 @@ def validation_metrics(
 ) -> dict[str, float]:
     """``val_<metric>`` averaged over the folds (each model scored on its own block)."""
     per_fold = [
-        evaluate(model.predict(panel, fold.val), panel.target[fold.val],
-                 panel.returns[fold.val], portfolio)
+        evaluate_panel(model.predict(panel, fold.val), panel, fold.val, portfolio)
         for model, fold in zip(models, folds, strict=True)
     ]
     return {

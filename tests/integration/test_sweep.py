@@ -22,6 +22,7 @@ from ray_apps.training.registry import fit_final, held_out_rows
 from ray_apps.training.splits import SplitConfig, walk_forward
 
 from .conftest import BIN
+from .scripted_model import NAME as SCRIPTED
 
 SYMBOLS = ["XOM", "JPM", "GE", "IBM", "KO", "PFE", "WMT", "CVX", "AAPL", "MSFT", "INTC", "CSCO",
            "T", "VZ", "MRK", "JNJ", "PG", "HD", "BA", "CAT"]
@@ -88,6 +89,7 @@ def test_sweep_killed_then_resumed_registers_a_model_that_reloads_identically(st
         if done and going:
             driver.send_signal(signal.SIGKILL)
             killed_with = done
+            cut = going[0]
             break
         time.sleep(0.2)
     driver.wait(30)
@@ -95,6 +97,19 @@ def test_sweep_killed_then_resumed_registers_a_model_that_reloads_identically(st
     parent, children = runs_of(client, "it-mlp")
     assert parent.info.status == "RUNNING"  # its driver died
     finished_id = killed_with[0].info.run_id
+    s3 = object_store_client(stack.settings)
+    sweep_run = parent.data.tags["ray_apps.sweep_run"]
+    time.sleep(5)  # the cut trial's worker dies with its driver; let any last upload land
+
+    def checkpoints_of(trial_id: str) -> set[int]:
+        keys = [o.object_name for o in s3.list_objects(
+            stack.settings.s3.data_bucket, prefix=f"tune/{sweep_run}/", recursive=True)]
+        return {int(re.search(r"checkpoint_(\d+)/models.pkl$", k).group(1))
+                for k in keys if trial_id in k and k.endswith("models.pkl")}
+
+    cut_id = cut.data.tags["ray_apps.trial_id"]
+    saved_at_kill = len(checkpoints_of(cut_id))  # checkpoint_k holds epoch k + 1
+    assert 1 <= saved_at_kill < EPOCHS, saved_at_kill
 
     out = stack.ok("sweep", spec, "--resume")
     assert f"sweep {parent.data.tags['ray_apps.sweep_run']}: 2 trials" in out
@@ -111,19 +126,21 @@ def test_sweep_killed_then_resumed_registers_a_model_that_reloads_identically(st
     # The trial that had finished was not trained again: each epoch logged once.
     history = client.get_metric_history(finished_id, "val_rank_ic")
     assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))
+    # The cut trial went on from its newest checkpoint: every epoch it had saved was logged
+    # once; only epochs after it (trained but not saved when the driver died) ran twice, and
+    # gave the same value again (the resumed training is exact).
+    history = client.get_metric_history(cut.info.run_id, "val_rank_ic")
+    steps = sorted(m.step for m in history)
+    assert sorted(set(steps)) == list(range(1, EPOCHS + 1))
+    assert [m for m in steps if steps.count(m) > 1 and m <= saved_at_kill] == []
+    for step in {m for m in steps if steps.count(m) > 1}:
+        assert len({m.value for m in history if m.step == step}) == 1
     for run in trials(children):
         assert {"learning_rate", "hidden", "epochs"} <= set(run.data.params)
         assert run.data.tags["epochs_trained"] == str(EPOCHS)
 
     # Checkpoints of every epoch and the model artifacts are on the S3 server.
-    s3 = object_store_client(stack.settings)
-    sweep_run = parent.data.tags["ray_apps.sweep_run"]
-    keys = [o.object_name for o in s3.list_objects(
-        stack.settings.s3.data_bucket, prefix=f"tune/{sweep_run}/", recursive=True)]
-    finished_trial = killed_with[0].data.tags["ray_apps.trial_id"]
-    saved = {re.search(r"checkpoint_(\d+)/models.pkl$", k).group(1)
-             for k in keys if finished_trial in k and k.endswith("models.pkl")}
-    assert len(saved) == EPOCHS
+    assert len(checkpoints_of(killed_with[0].data.tags["ray_apps.trial_id"])) == EPOCHS
     final = next(r for r in children if r.data.tags["ray_apps.role"] == "final")
     version = client.get_model_version_by_alias("it-mlp", "challenger")
     model_id = version.source.removeprefix("models:/")  # the logged model, m-...
@@ -199,3 +216,87 @@ def test_a_spec_error_fails_before_any_trial(stack, tmp_path):
     assert done.stderr.startswith(f"ray-apps: {spec}: search_space.dropout=1.5 -> model.params")
     parent, _ = runs_of(MlflowClient(stack.settings.mlflow.uri), "it-bad")
     assert parent is None
+
+
+def asha_outcome(qualities: list[float], metric: dict[float, float], rungs: list[int],
+                 max_t: int, reduction_factor: float) -> list[int]:
+    """Epochs each trial runs under asynchronous successive halving, trials run one at a time.
+
+    At each rung a trial stops when its metric is below the (1 - 1/rf) quantile of the metrics
+    earlier trials had at that rung (Li et al., "A System for Massively Parallel Hyperparameter
+    Tuning", as Tune's ASHA implements it); it always stops at ``max_t``.
+    """
+    recorded: dict[int, list[float]] = {rung: [] for rung in rungs}
+    epochs = []
+    for quality in qualities:
+        value, ran = metric[quality], max_t
+        for rung in rungs:
+            earlier = recorded[rung]
+            cutoff = np.percentile(earlier, (1 - 1 / reduction_factor) * 100) if earlier else None
+            stop = cutoff is not None and value < cutoff
+            earlier.append(value)
+            if stop:
+                ran = rung
+                break
+        epochs.append(ran)
+    return epochs
+
+
+def test_asha_stops_exactly_the_trials_its_rule_says(stack, tmp_path):
+    """Scripted trials whose validation rank IC is fixed by ``quality``, run one at a time."""
+    spec = write_spec(
+        tmp_path / "asha.yaml", "it-asha", SCRIPTED, {"epochs": 4},
+        {"quality": {"choice": [0.0, 0.3, 0.6, 0.9]}},
+        num_samples=6, max_concurrent=1, search={"algorithm": "random", "seed": 3},
+        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    )
+    stack.ok("sweep", spec)
+    client = MlflowClient(stack.settings.mlflow.uri)
+    _, children = runs_of(client, "it-asha")
+    runs = sorted(trials(children), key=lambda r: r.info.start_time)
+    assert len(runs) == 6
+    qualities = [float(r.data.params["quality"]) for r in runs]
+    metric = {}
+    for run, quality in zip(runs, qualities, strict=True):
+        history = client.get_metric_history(run.info.run_id, "val_rank_ic")
+        assert len({m.value for m in history}) == 1  # the same every epoch, as scripted
+        metric.setdefault(quality, history[0].value)
+        assert metric[quality] == history[0].value
+    assert sorted(metric) == sorted(metric, key=metric.get)  # higher quality, higher rank IC
+    expected = asha_outcome(qualities, metric, rungs=[1, 2], max_t=4, reduction_factor=2)
+    assert 1 in expected and 4 in expected, (qualities, expected)  # the seed makes both happen
+    assert [int(r.data.tags["epochs_trained"]) for r in runs] == expected
+    assert [r.data.tags["stopped_early"] for r in runs] == [str(e < 4) for e in expected]
+    for run, epochs in zip(runs, expected, strict=True):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_rank_ic")]
+        assert sorted(steps) == list(range(1, epochs + 1))
+
+
+def test_a_failed_trial_retries_from_its_checkpoint_and_a_finished_resume_adds_nothing(
+    stack, tmp_path
+):
+    flag, log = tmp_path / "failed.flag", tmp_path / "epochs.log"
+    spec = write_spec(
+        tmp_path / "retry.yaml", "it-retry", SCRIPTED,
+        {"epochs": 4, "quality": 0.5, "fail_at_epoch": 3, "flag_file": str(flag),
+         "epoch_log": str(log)},
+        {}, num_samples=1, max_failures=1, scheduler={"type": "fifo"},
+    )
+    out = stack.ok("sweep", spec)
+    assert flag.read_text() == "failed at epoch 3\n"  # the trial did fail once
+    # Epochs 1-2 were trained once, then the retry went on from the epoch-2 checkpoint; the
+    # final fit (on all dates before the test period) trains its own 4 epochs after that.
+    assert log.read_text().splitlines() == [f"0.5 {e}" for e in (1, 2, 3, 4, 1, 2, 3, 4)]
+    client = MlflowClient(stack.settings.mlflow.uri)
+    _, children = runs_of(client, "it-retry")
+    (trial,) = trials(children)
+    steps = [m.step for m in client.get_metric_history(trial.info.run_id, "val_rank_ic")]
+    assert sorted(steps) == [1, 2, 3, 4]
+    assert trial.data.tags["epochs_trained"] == "4" and trial.info.status == "FINISHED"
+    assert re.search(r"registered it-retry version 1 as @challenger", out), out
+
+    again = stack.ok("sweep", spec, "--resume")
+    assert "had already finished" in again and "version 1" in again, again
+    assert "no new version registered" in again
+    assert [v.version for v in client.search_model_versions("name = 'it-retry'")] == ["1"]
+    assert log.read_text().count("\n") == 8  # nothing trained again

@@ -1,6 +1,8 @@
 """Every model: forward and backward passes, fit/predict on a small panel, pickling, errors."""
 
+import ast
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,11 +12,14 @@ import torch
 from ray_apps.errors import UserError
 from ray_apps.models import modules
 from ray_apps.models.catalog import MODELS, build_model
-from ray_apps.models.neural import correlation_edges, group_edges
+from ray_apps.models.neural import GATModel, correlation_edges, group_edges
 from ray_apps.models.panel import Panel
 
 SYMBOLS = ["AAPL", "MSFT", "IBM", "XOM", "CVX", "JPM", "BAC", "KO", "PEP", "PFE", "MRK", "GE"]
 COLUMNS = ("f0", "f1", "f2")
+SECTORS = {"AAPL": "IT", "MSFT": "IT", "IBM": "IT", "XOM": "Energy", "CVX": "Energy",
+           "JPM": "Financials", "BAC": "Financials", "KO": "Staples", "PEP": "Staples",
+           "PFE": "Health", "MRK": "Health"}  # GE left out: unknown
 SMALL = {
     "mlp": {"epochs": 3, "hidden": 8},
     "lstm": {"epochs": 2, "lookback": 5, "hidden": 8},
@@ -25,7 +30,7 @@ SMALL = {
 }
 
 
-def small_panel(dates: int = 60, seed: int = 0) -> Panel:
+def small_panel(dates: int = 60, seed: int = 0, groups: bool = True) -> Panel:
     rng = np.random.default_rng(seed)
     ts = pd.date_range("2024-01-01", periods=dates, tz="UTC")
     frame = pd.DataFrame(
@@ -36,7 +41,10 @@ def small_panel(dates: int = 60, seed: int = 0) -> Panel:
     frame["label_1"] = x[:, 0] - 0.5 * x[:, 1] + 0.1 * rng.normal(size=len(frame))
     frame["return_1"] = 0.01 * frame["label_1"]
     frame.loc[frame.index[:5], "f2"] = np.nan  # warm-up holes
-    return Panel.from_frame(frame, COLUMNS, "label_1", "return_1")
+    return Panel.from_frame(
+        frame, COLUMNS, "label_1", "return_1", "return_1",
+        {"sector": SECTORS} if groups else None,
+    )
 
 
 def test_panel_pivots_rows() -> None:
@@ -122,13 +130,11 @@ def test_bad_model_specs_name_the_field() -> None:
 
 
 def test_sector_and_correlation_edges() -> None:
-    edges = group_edges(np.array(["XOM", "CVX", "KO", "PEP", "ZZZZ"]), "sector")
+    panel = small_panel()
+    assert dict(zip(panel.symbols, panel.groups["sector"], strict=True)) == SECTORS | {"GE": ""}
+    edges = group_edges(np.array(["Energy", "Energy", "Staples", "Staples", ""]))
     assert edges[0, 1] and edges[2, 3] and not edges[0, 2]
     assert edges[4, 4] and edges[4].sum() == 1  # an unknown symbol links to itself only
-    from ray_apps.marketdata.loaders import sp500_sectors
-
-    everyone = np.array(sp500_sectors()["symbol"].unique())  # the file repeats some tickers
-    assert group_edges(everyone, "industry").shape == (len(everyone), len(everyone))
     rng = np.random.default_rng(1)
     base = rng.normal(size=(200, 1))
     returns = np.hstack([base, base + 0.01 * rng.normal(size=(200, 1)), rng.normal(size=(200, 2))])
@@ -152,3 +158,35 @@ def test_training_resumed_from_a_pickle_equals_unbroken_training(name: str) -> N
     np.testing.assert_allclose(
         resumed.predict(panel, dates), unbroken.predict(panel, dates), rtol=1e-5, atol=1e-6
     )
+
+
+def test_gat_group_edges_come_from_the_panel_and_are_refused_without_it() -> None:
+    model = build_model("gat", SMALL["gat"], COLUMNS)
+    model.fit(small_panel(), np.arange(40))
+    index = {s: i for i, s in enumerate(model.symbols)}
+    assert model.adjacency[index["XOM"], index["CVX"]]
+    assert not model.adjacency[index["XOM"], index["KO"]]
+    assert model.adjacency[index["GE"]].sum() == 1
+    bare = small_panel(groups=False)  # e.g. rows a served model gets: the learned graph stays
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.predict(bare, np.arange(40, 60)),
+                                  model.predict(small_panel(), np.arange(40, 60)))
+    untrained = build_model("gat", {**SMALL["gat"], "edges": "industry"}, COLUMNS)
+    assert isinstance(untrained, GATModel)
+    with pytest.raises(ValueError, match=r"^model.params.edges: 'industry' needs the industry"):
+        untrained.fit(small_panel(), np.arange(40))
+    correlated = build_model("gat", {**SMALL["gat"], "edges": "correlation"}, COLUMNS)
+    correlated.fit(bare, np.arange(40))  # needs no classification
+
+
+def test_models_never_import_a_higher_layer_or_marketdata() -> None:
+    higher = ("ray_apps.marketdata", "ray_apps.training", "ray_apps.jobs", "ray_apps.cli",
+              "ray_apps.serving", "ray_apps.streaming")
+    package = Path(__file__).parents[3] / "ray_apps" / "models"
+    found = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name}: {n}" for n in names if n.startswith(higher)]
+    assert found == []

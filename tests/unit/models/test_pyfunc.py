@@ -18,7 +18,12 @@ def data():
 
 
 @pytest.mark.parametrize(
-    ("name", "params"), [("ridge", {}), ("lstm", {"epochs": 1, "lookback": 5})]
+    ("name", "params"),
+    [
+        ("ridge", {}),
+        ("lstm", {"epochs": 1, "lookback": 5}),
+        ("gat", {"epochs": 1, "hidden": 8, "heads": 2, "edges": "sector"}),
+    ],
 )
 def test_raw_rows_score_as_the_panel(data, name, params):
     panel = data.panel

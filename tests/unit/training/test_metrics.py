@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ray_apps.models.panel import Panel
 from ray_apps.training import metrics
 from ray_apps.training.metrics import PortfolioConfig
 
@@ -96,6 +97,38 @@ def test_evaluate_returns_every_metric() -> None:
     rng = np.random.default_rng(5)
     target = rng.normal(size=(40, 30))
     scores = target + rng.normal(size=(40, 30))
-    result = metrics.evaluate(scores, target, target * 0.01)
+    result = metrics.evaluate(
+        scores, forward_return=target * 0.01, next_return=target * 0.01, label=target
+    )
     assert set(result) == set(metrics.METRICS)
     assert result["rank_ic"] > 0.5 and result["sharpe"] > 0
+
+
+def test_ic_and_accuracy_use_the_raw_forward_return_not_the_ranked_label() -> None:
+    # Two dates, four assets. The label is the per-date rank of the raw 1-bar return, so on
+    # date 0 the score is linear in the label (IC 1) but not in the raw return.
+    ts = pd.to_datetime(["2024-01-02", "2024-01-03"], utc=True)
+    raw = {ts[0]: [0.01, 0.02, 0.03, 0.10], ts[1]: [0.04, 0.03, 0.02, 0.01]}
+    frame = pd.DataFrame(
+        [
+            {"symbol": s, "ts": t, "f": float(i + 1), "raw": raw[t][i]}
+            for t in ts for i, s in enumerate("ABCD")
+        ]
+    )
+    frame["label"] = frame.groupby("ts")["raw"].rank(pct=True)
+    panel = Panel.from_frame(frame, ["f"], "label", "raw", "raw")
+    scores = panel.features[:, :, 0].astype(np.float64)  # 1, 2, 3, 4 on both dates
+    result = metrics.evaluate_panel(scores, panel, np.arange(2))
+    # Date 0: deviations (-1.5, -.5, .5, 1.5) and (-.03, -.02, -.01, .06): covariance .14,
+    # sums of squares 5 and .005. Date 1: the raw return falls linearly, IC -1.
+    ic0 = 0.14 / math.sqrt(5 * 0.005)
+    assert ic0 == pytest.approx(0.885438, abs=1e-6)
+    assert result["ic"] == pytest.approx((ic0 - 1) / 2)  # against the label it would be 0
+    assert result["icir"] == pytest.approx(((ic0 - 1) / 2) / (abs(ic0 + 1) / math.sqrt(2)))
+    assert result["rank_ic"] == pytest.approx(0.0)  # ranks: 1 then -1, the same either way
+    # Above the date's mean: scores C, D both dates; raw return D on date 0, A on date 1.
+    # Date 0: A, B, D agree (3 of 4); date 1: none agree. Against the label: 4 then 0.
+    assert result["directional_accuracy"] == pytest.approx(3 / 8)
+    # label_mse is against the ranked label: (1-.25)^2 + (2-.5)^2 + (3-.75)^2 + (4-1)^2 on
+    # date 0 = 16.875; date 1 label (1, .75, .5, .25): 0 + 1.5625 + 6.25 + 14.0625 = 21.875.
+    assert result["label_mse"] == pytest.approx((16.875 + 21.875) / 8)

@@ -6,6 +6,7 @@ import pytest
 import ray
 
 from ray_apps.models.catalog import build_model
+from ray_apps.models.neural import NeuralModel
 from ray_apps.models.panel import Panel
 from ray_apps.training.streaming import panel_rows, rows_dataset
 
@@ -61,3 +62,28 @@ def test_shuffled_minibatch_stream_learns_and_refuses_window_models(local_ray):
     lstm = build_model("lstm", {"lookback": 3}, COLUMNS)
     with pytest.raises(ValueError, match="only row models"):
         next(lstm.fit_stream_steps(rows))
+
+
+def test_streamed_epochs_are_shuffled_differently_and_reproducibly(local_ray, monkeypatch):
+    seen: list[np.ndarray] = []
+    step = NeuralModel._step
+
+    def recording(optimizer, score, target):
+        seen.append(target.detach().numpy().copy())
+        step(optimizer, score, target)
+
+    monkeypatch.setattr(NeuralModel, "_step", staticmethod(recording))
+    rows = panel_rows(panel(), np.arange(20))
+    params = {"epochs": 2, "batch_size": 16, "hidden": 8}
+    first = build_model("mlp", params, COLUMNS)
+    list(first.fit_stream_steps(rows))  # the trials' and the final fit's call
+    per_epoch = len(seen) // 2
+    epoch_1, epoch_2 = np.concatenate(seen[:per_epoch]), np.concatenate(seen[per_epoch:])
+    in_order = np.concatenate([b["y"] for b in rows.iter_batches(batch_size=None)])
+    assert sorted(epoch_1) == sorted(epoch_2) == sorted(in_order)  # every row once per epoch
+    assert not np.array_equal(epoch_1, in_order)
+    assert not np.array_equal(epoch_1, epoch_2)
+    again = list(seen)
+    seen.clear()
+    list(build_model("mlp", params, COLUMNS).fit_stream_steps(rows))
+    np.testing.assert_array_equal(np.concatenate(seen), np.concatenate(again))

@@ -2,9 +2,13 @@
 
 import numpy as np
 import pyarrow.fs
+import pytest
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
+from ray_apps.config import Settings
+from ray_apps.errors import UserError
+from ray_apps.training import sweep
 from ray_apps.training.sweep import max_epochs, scheduler, searcher
 from ray_apps.training.sweep_spec import Distribution, parse_sweep_spec
 from ray_apps.training.trial import CHECKPOINT_FILE, newest_checkpoint
@@ -62,3 +66,33 @@ def test_resume_starts_from_the_newest_complete_checkpoint(tmp_path):
     local = pyarrow.fs.LocalFileSystem()
     assert newest_checkpoint(local, str(trial)).path.endswith("checkpoint_000002")
     assert newest_checkpoint(local, str(tmp_path / "new-trial")) is None
+
+
+def test_a_gpu_shortfall_fails_before_data_mlflow_or_any_run(monkeypatch):
+    calls: list[str] = []
+
+    class NoServer:
+        def __init__(self, *args, **kwargs):
+            calls.append("MlflowClient")
+
+        def __getattr__(self, name):
+            calls.append(name)
+            raise RuntimeError(f"MLflow touched ({name}) before the GPU check")
+
+    def touched(what):
+        def record(*args, **kwargs):
+            calls.append(what)
+            raise RuntimeError(f"{what} before the GPU check")
+        return record
+
+    monkeypatch.setattr(sweep, "connect_ray", lambda settings: None)
+    monkeypatch.setattr(sweep.ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(sweep, "tune_storage", lambda settings: ("bucket/tune", None))
+    monkeypatch.setattr(sweep, "MlflowClient", NoServer)
+    monkeypatch.setattr(sweep, "ensure_experiment", touched("ensure_experiment"))
+    monkeypatch.setattr(sweep, "find_or_create_run", touched("find_or_create_run"))
+    monkeypatch.setattr(sweep, "load_training_data", touched("load_training_data"))
+    with pytest.raises(UserError, match=r"^resources.gpu: 2.0 GPU\(s\) per trial asked, the "
+                                        r"cluster has 0$"):
+        sweep.run_sweep(spec(resources={"gpu": 2}), Settings(), echo=lambda line: None)
+    assert calls == []

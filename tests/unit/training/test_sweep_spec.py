@@ -49,6 +49,23 @@ def base() -> dict:
             r"search_space.dropout=1.5 -> model.params \(mlp\): dropout: Input should be less",
         ),
         (lambda s: s["model"]["params"].update(epochs=0), r"model.params \(mlp\): epochs"),
+        (
+            lambda s: s["search_space"].update(hidden={"uniform": [8, 64]}),
+            r"search_space.hidden: uniform over an integer parameter; use randint or choice$",
+        ),
+        (
+            lambda s: s["search_space"].update(batch_size={"loguniform": [32, 512]}),
+            r"search_space.batch_size: loguniform over an integer parameter; use randint or",
+        ),
+        (
+            lambda s: s.update(model={"name": "momentum"},
+                               search_space={"sign": {"uniform": [-1, 1]}}),
+            r"search_space.sign: uniform over an integer parameter",
+        ),
+        (
+            lambda s: s["model"].update(name="no_such_module:Model"),
+            r"model.name: cannot import 'no_such_module'",
+        ),
         (lambda s: s.update(schedular={"type": "asha"}), r"schedular: Extra inputs"),
         (lambda s: s["scheduler"].update(type="hyperband"), r"scheduler.type: Input should be"),
         (lambda s: s.pop("registry"), r"registry: Field required"),

@@ -284,9 +284,11 @@ def test_a_failed_trial_retries_from_its_checkpoint_and_a_finished_resume_adds_n
     )
     out = stack.ok("sweep", spec)
     assert flag.read_text() == "failed at epoch 3\n"  # the trial did fail once
-    # Epochs 1-2 were trained once, then the retry went on from the epoch-2 checkpoint; the
-    # final fit (on all dates before the test period) trains its own 4 epochs after that.
-    assert log.read_text().splitlines() == [f"0.5 {e}" for e in (1, 2, 3, 4, 1, 2, 3, 4)]
+    # One model per fold (2 folds) in lockstep: epochs 1-2 were trained once each, then the
+    # retry went on from the epoch-2 checkpoint; the final fit (on all dates before the test
+    # period) trains its own 4 epochs after that.
+    trial_epochs = (1, 1, 2, 2, 3, 3, 4, 4)
+    assert log.read_text().splitlines() == [f"0.5 {e}" for e in (*trial_epochs, 1, 2, 3, 4)]
     client = MlflowClient(stack.settings.mlflow.uri)
     _, children = runs_of(client, "it-retry")
     (trial,) = trials(children)
@@ -299,4 +301,4 @@ def test_a_failed_trial_retries_from_its_checkpoint_and_a_finished_resume_adds_n
     assert "had already finished" in again and "version 1" in again, again
     assert "no new version registered" in again
     assert [v.version for v in client.search_model_versions("name = 'it-retry'")] == ["1"]
-    assert log.read_text().count("\n") == 8  # nothing trained again
+    assert log.read_text().count("\n") == 12  # nothing trained again

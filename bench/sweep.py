@@ -20,6 +20,7 @@ import torch
 
 from ray_apps.config import load_settings
 from ray_apps.models.catalog import build_model
+from ray_apps.stores.offline_actor import offline_store
 from ray_apps.training.dataset import load_training_data
 from ray_apps.training.splits import walk_forward
 from ray_apps.training.sweep import run_sweep
@@ -39,7 +40,7 @@ def main() -> None:
     cpus = ray.cluster_resources().get("CPU", 0)
     concurrent = max(1, min(args.samples, int(cpus // spec.resources.cpu)))
 
-    data = load_training_data(spec.data)
+    data = load_training_data(spec.data, offline_store(settings), echo=lambda _: None)
     walk = walk_forward(len(data.panel.dates), spec.data.horizon, spec.split)
     torch.set_num_threads(1)
     started = time.monotonic()

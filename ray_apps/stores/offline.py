@@ -214,6 +214,13 @@ class OfflineStore:
         )
         return self._query(sql, params)
 
+    def drop_features(self, spec_version: str) -> None:
+        """Deletes every stored feature row of one spec version (other versions stay)."""
+        self.client.command(
+            f"DELETE FROM {self.db}.features WHERE spec_version = {{spec_version:String}}",
+            parameters={"spec_version": spec_version},
+        )
+
     def feature_columns(self) -> list[str]:
         """The feature columns the table holds."""
         rows = self.client.query(

@@ -10,13 +10,19 @@ import time
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
+import ray
 import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from ray_apps._private.ray_cluster import connect_ray
+from ray_apps.features.spec import load_spec
 from ray_apps.models.pyfunc import ScorePyfunc
 from ray_apps.stack.seaweedfs import object_store_client
+from ray_apps.stores.offline_actor import offline_store
 from ray_apps.training.dataset import DataConfig, load_training_data
 from ray_apps.training.registry import fit_final, held_out_rows
 from ray_apps.training.splits import SplitConfig, walk_forward
@@ -27,7 +33,7 @@ from .scripted_model import NAME as SCRIPTED
 SYMBOLS = ["XOM", "JPM", "GE", "IBM", "KO", "PFE", "WMT", "CVX", "AAPL", "MSFT", "INTC", "CSCO",
            "T", "VZ", "MRK", "JNJ", "PG", "HD", "BA", "CAT"]
 EPOCHS = 40
-DATA = {"source": "sp500-panel", "symbols": SYMBOLS, "horizon": 1}
+DATA = {"bars": {"symbols": SYMBOLS}, "horizon": 1}
 SPLIT = {"folds": 2}
 
 
@@ -44,6 +50,16 @@ def write_spec(path, name, model, params, space, **extra) -> str:
     }
     path.write_text(yaml.safe_dump(spec))
     return str(path)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def store(stack):
+    """The panel's bars of SYMBOLS in the stack's store (features are computed by the first
+    sweep), and this process connected to the stack's Ray to read them as a sweep does."""
+    stack.ok("ingest", "--source", "sp500-panel", "--symbols", *SYMBOLS)
+    connect_ray(stack.settings)
+    yield offline_store(stack.settings)
+    ray.shutdown()
 
 
 def runs_of(client: MlflowClient, sweep_prefix: str) -> tuple[object, list]:
@@ -68,7 +84,9 @@ def trials(children: list) -> list:
     return [run for run in children if run.data.tags.get("ray_apps.role") == "trial"]
 
 
-def test_sweep_killed_then_resumed_registers_a_model_that_reloads_identically(stack, tmp_path):
+def test_sweep_killed_then_resumed_registers_a_model_that_reloads_identically(
+    stack, store, tmp_path
+):
     spec = write_spec(
         tmp_path / "mlp.yaml", "it-mlp", "mlp", {"epochs": EPOCHS, "batch_size": 256},
         {"learning_rate": {"loguniform": [1e-3, 1e-2]}, "hidden": {"choice": [8, 16]}},
@@ -161,7 +179,7 @@ def test_sweep_killed_then_resumed_registers_a_model_that_reloads_identically(st
     assert len(listed) == 1 and listed[0].split()[:2] == ["it-mlp", registered.group(1)]
 
     # Loaded from the registry, the model scores exactly as the same parameters trained here.
-    data = load_training_data(DataConfig(**DATA))
+    data = load_training_data(DataConfig(**DATA), store, echo=lambda _: None)
     walk = walk_forward(len(data.panel.dates), 1, SplitConfig(**SPLIT))
     params = {k: v for k, v in final.data.params.items() if k != "model"}
     here = ScorePyfunc(fit_final("mlp", params, data, walk), "rank", 5)
@@ -302,3 +320,42 @@ def test_a_failed_trial_retries_from_its_checkpoint_and_a_finished_resume_adds_n
     assert "no new version registered" in again
     assert [v.version for v in client.search_model_versions("name = 'it-retry'")] == ["1"]
     assert log.read_text().count("\n") == 12  # nothing trained again
+
+
+def test_a_sweep_trains_on_stored_features_computes_missing_ones_and_fails_on_a_leak(
+    stack, store, tmp_path
+):
+    features_spec = tmp_path / "features.yaml"  # a version no other test stored
+    features_spec.write_text(
+        "version: it-store\nfeatures:\n  - {name: logret, k: 1}\n  - {name: rsi, n: 14}\n"
+        "  - {name: sma, n: 20}\n"
+    )
+    spec = write_spec(
+        tmp_path / "ridge.yaml", "it-store", "ridge", {}, {"alpha": {"choice": [1.0]}},
+        num_samples=1, data={**DATA, "feature_spec": str(features_spec)},
+    )
+    first = stack.ok("sweep", spec)
+    assert "missing or stale for 20 of 20 symbols: computing them with the ray engine" in first
+    stored = ray.get(store.features.remote(SYMBOLS, interval="1d", spec_version="it-store"))
+    bars = ray.get(store.bars.remote(SYMBOLS, interval="1d"))
+    assert stored.num_rows == bars.num_rows  # every bar's features, stored by the Ray engine
+    assert set(stored["fingerprint"].to_pylist()) == {
+        load_spec(features_spec).fingerprint
+    }
+
+    again = stack.ok("sweep", spec)
+    assert "features of spec it-store (20 symbols) read from the store" in again
+    assert "computing" not in again
+
+    # A stored feature that used the next bar (rsi of t+1 at t) fails the sweep before a trial.
+    leaked = stored.filter(pc.field("symbol") == "AAPL").to_pandas()
+    leaked["rsi_14"] = leaked["rsi_14"].shift(-1)
+    columns = ["symbol", "ts", "logret_1", "rsi_14", "sma_20"]
+    ray.get(store.insert_features.remote(
+        pa.Table.from_pandas(leaked[columns], preserve_index=False), "1d", "it-store",
+        load_spec(features_spec).fingerprint,
+    ))
+    done = stack.cli("sweep", spec)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "look-ahead: feature(s) ['rsi_14']" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -3,18 +3,18 @@
 import numpy as np
 import pandas as pd
 import pytest
+from packaged_training_data import packaged_training_data
 
 from ray_apps.errors import UserError
 from ray_apps.models.catalog import build_model
 from ray_apps.models.pyfunc import ScorePyfunc, model_input
-from ray_apps.training.dataset import DataConfig, load_training_data
 
 SYMBOLS = ["XOM", "JPM", "GE", "IBM", "KO", "PFE", "WMT", "CVX", "AAPL", "MSFT"]
 
 
 @pytest.fixture(scope="module")
 def data():
-    return load_training_data(DataConfig(symbols=SYMBOLS, horizon=1))
+    return packaged_training_data(SYMBOLS, horizon=1)
 
 
 @pytest.mark.parametrize(

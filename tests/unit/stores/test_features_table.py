@@ -83,3 +83,14 @@ def test_a_table_of_the_old_key_is_converted_with_its_rows(store, settings):
     assert kept[["symbol", "x"]].values.tolist() == [["A", 0.5]]
     legacy.insert_features(rows("A", x=[np.nan]), "1d", "2", "f2")
     assert legacy.features(spec_version="1")["x"].to_pylist() == [0.5]
+
+
+def test_dropping_one_version_keeps_the_others(store):
+    store.insert_features(rows("K", k=[1.0, 2.0]), "1d", "drop-me", "f1")
+    store.insert_features(rows("K", k=[3.0, 4.0]), "1d", "keep-me", "f2")
+    store.drop_features("drop-me")
+    assert store.count_features("drop-me") == 0
+    assert store.features(["K"], spec_version="keep-me", columns=["k"])["k"].to_pylist() == [
+        3.0,
+        4.0,
+    ]

@@ -5,7 +5,7 @@ Synthetic 15-minute bars; one process, no Ray:
     (bar rules, then the kernels: what the ray and spark engines now run per block);
   - incremental: ``IncrementalEngine.update_arrays`` with micro-batches of one bar per symbol
     (rules included) against ``kernels.run_rows`` on the same micro-batches (the baseline: the
-    state update alone, no checks, no bookkeeping).
+    state update alone, no checks, no bookkeeping), and the rules alone on those batches.
 
     python bench/feature_checks.py [--symbols 500] [--bars 2000]
 """
@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ray_apps.features import kernels
+from ray_apps.features.bar_checks import bar_verdicts
 from ray_apps.features.batch import compute_checked, compute_table
 from ray_apps.features.engines.incremental import IncrementalEngine
 from ray_apps.features.spec import load_spec
@@ -40,8 +41,8 @@ def best_rate(rows: int, run: Callable[[], object], repeats: int = 3) -> float:
     return rows / best
 
 
-def incremental_rates(table: pa.Table) -> tuple[float, float]:
-    """(engine with checks, bare kernel) bar updates per second, one bar per symbol a batch."""
+def incremental_rates(table: pa.Table) -> tuple[float, float, float]:
+    """Bars per second: engine with checks, bare kernel, rules alone (one bar a symbol a batch)."""
     table = table.sort_by([("ts", "ascending"), ("symbol", "ascending")])
     symbols = table.column("symbol").to_pylist()
     micros = table.column("ts").cast(pa.int64()).to_numpy()
@@ -69,7 +70,12 @@ def incremental_rates(table: pa.Table) -> tuple[float, float]:
                 *(np.ascontiguousarray(a[first:last]) for a in arrays), values,
             )
 
-    return best_rate(len(symbols), engine), best_rate(len(symbols), bare)
+    def rules() -> None:
+        for first, last in edges:
+            bar_verdicts(*(a[first:last] for a in arrays), open_=opens[first:last])
+
+    n = len(symbols)
+    return best_rate(n, engine), best_rate(n, bare), best_rate(n, rules)
 
 
 def main() -> None:
@@ -97,9 +103,10 @@ def main() -> None:
         pc.and_(pc.is_in(table.column("symbol"), first_symbols),
                 pc.less_equal(table.column("ts"), pa.scalar(cutoff, table.schema.field("ts").type)))
     )
-    engine, bare = incremental_rates(small)
+    engine, bare, rules = incremental_rates(small)
     results["incremental: run_rows (baseline, state update only)"] = bare
     results["incremental: update_arrays (rules + bookkeeping)"] = engine
+    results["incremental: bar_verdicts alone (the rules)"] = rules
     for name, rate in results.items():
         print(f"  {name:<55} {rate / 1e6:8.2f} M rows/s")
 

@@ -11,6 +11,7 @@ import pytest
 from ray_apps.features.batch import compute_table
 from ray_apps.features.spec import load_spec
 from ray_apps.marketdata.loaders import load_sp500_panel
+from ray_apps.marketdata.synthetic import SyntheticSpec, generate_bars
 from ray_apps.marketdata.validation import validate_bars
 from ray_apps.stack.redis_server import redis_client
 from ray_apps.stores.online import OnlineStore
@@ -55,15 +56,23 @@ def test_every_engine_writes_the_batch_numbers(stack, panel_file, tmp_path, engi
     assert_same(read_sorted(out), expected)
 
 
-READ_FEATURES = """
-import sys, ray
+READ_STORE = """
+import json, sys, ray
 from ray_apps._private.ray_cluster import connect_ray
 from ray_apps.config import load_settings
 from ray_apps.stores.offline_actor import offline_store
 connect_ray(load_settings())
-rows = ray.get(offline_store(load_settings()).features.remote(symbols=sys.argv[2:]))
-rows.to_parquet(sys.argv[1])
+method = getattr(offline_store(load_settings()), sys.argv[2])
+ray.get(method.remote(**json.loads(sys.argv[3]))).to_parquet(sys.argv[1])
 """
+
+
+def read_store(stack, tmp_path, method: str, **kwargs) -> pd.DataFrame:
+    """An offline-store method's frame, read in a child (this process stays off Ray)."""
+    path = tmp_path / f"{method}.parquet"
+    done = stack.run(str(BIN / "python"), "-c", READ_STORE, str(path), method, json.dumps(kwargs))
+    assert done.returncode == 0, done.stderr
+    return pd.read_parquet(path)
 
 
 def test_store_roundtrip_is_idempotent_and_materializes_to_redis(stack, panel_file, tmp_path):
@@ -72,14 +81,9 @@ def test_store_roundtrip_is_idempotent_and_materializes_to_redis(stack, panel_fi
     stored = int(first.split("stored")[1].split()[0].replace(",", ""))
     assert stored == panel_file[1].num_rows
     stack.ok("features", "compute", "--from-store", "--symbols", *PANEL_SYMBOLS)
-
-
-    stored_path = tmp_path / "stored.parquet"
-    done = stack.run(
-        str(BIN / "python"), "-c", READ_FEATURES, str(stored_path), *PANEL_SYMBOLS
-    )  # in a child: this test process must stay unconnected to Ray
-    assert done.returncode == 0, done.stderr
-    rows = pd.read_parquet(stored_path)
+    rows = read_store(
+        stack, tmp_path, "features", symbols=PANEL_SYMBOLS, spec_version=SPEC.version
+    )
     assert len(rows) == panel_file[1].num_rows  # computed twice, stored once
     assert_same(rows.reset_index(drop=True), panel_file[1])
 
@@ -137,3 +141,80 @@ def test_bad_spec_and_bad_input_fail_in_one_line(stack, tmp_path):
     done = stack.cli("features", "compute", "--input", str(csv))
     assert done.returncode == 2
     assert "missing column(s) ['high', 'low', 'volume']" in done.stderr
+
+
+@pytest.mark.parametrize("engine", ["ray", "incremental", "spark"])
+def test_a_csv_with_a_nan_close_gives_the_values_of_the_series_without_that_bar(
+    stack, panel_file, tmp_path, engine
+):
+    bars = pq.read_table(panel_file[0]).to_pandas()
+    bad_row = int(np.flatnonzero(bars["symbol"] == "KO")[150])
+    bars.loc[bad_row, "close"] = np.nan
+    csv = tmp_path / "bars.csv"
+    bars.to_csv(csv, index=False)
+    out = tmp_path / f"{engine}.parquet"
+    summary = stack.ok(
+        "features", "compute", "--engine", engine, "--input", str(csv), "--output", str(out)
+    )
+    assert "rejected     1 bars (non_finite_price 1): not computed" in summary
+    cleaned = pa.Table.from_pandas(bars.drop(index=bad_row), preserve_index=False)
+    assert_same(read_sorted(out), compute_table(cleaned, SPEC))
+
+
+def test_a_second_spec_leaves_the_first_specs_stored_values_alone(stack, tmp_path):
+    symbols = ["KO", "PFE"]
+    stack.ok("ingest", "--source", "sp500-panel", "--symbols", *symbols)
+    stack.ok("features", "compute", "--from-store", "--symbols", *symbols)
+    first = read_store(stack, tmp_path, "features", symbols=symbols, spec_version=SPEC.version)
+    other = tmp_path / "two.yaml"
+    other.write_text('version: "two-features"\nfeatures:\n  - {name: rsi, n: 14}\n'
+                     "  - {name: sma, n: 20}\n")
+    summary = stack.ok("features", "compute", "--from-store", "--symbols", *symbols,
+                       "--spec", str(other))
+    assert f"stored       {len(first):,} rows" in summary
+    again = read_store(stack, tmp_path, "features", symbols=symbols, spec_version=SPEC.version)
+    for column in SPEC.columns:
+        assert np.array_equal(
+            first[column].to_numpy(float), again[column].to_numpy(float), equal_nan=True
+        ), column
+    two = load_spec(other)
+    coverage = read_store(stack, tmp_path, "feature_coverage", spec_version=two.version,
+                          fingerprint=two.fingerprint, interval="1d", symbols=symbols)
+    assert coverage["rows"].tolist() == first.groupby("symbol").size().loc[symbols].tolist()
+    assert coverage["last_ts"].tolist() == first.groupby("symbol")["ts"].max().tolist()
+
+
+def test_to_store_from_a_15m_file_stores_15m_rows(stack, tmp_path):
+    bars = generate_bars(SyntheticSpec(n_symbols=2, n_bars=200, interval="15m", seed=7))
+    bars = bars.drop(columns="interval").assign(symbol=lambda f: "Q" + f["symbol"])
+    path = tmp_path / "bars15.parquet"
+    bars.to_parquet(path, index=False)
+    summary = stack.ok("features", "compute", "--input", str(path), "--to-store")
+    assert "(15m bars, spec" in summary
+    symbols = sorted(bars["symbol"].unique())
+    covered = {
+        interval: read_store(stack, tmp_path, "feature_coverage", spec_version=SPEC.version,
+                             fingerprint=SPEC.fingerprint, interval=interval, symbols=symbols)
+        for interval in ("15m", "1d")
+    }
+    assert covered["15m"]["rows"].tolist() == [200, 200]
+    assert covered["1d"].empty
+
+
+def test_invalid_option_and_materialize_before_compute_are_one_line(stack, tmp_path):
+    done = stack.cli("features", "compute", "--from-store", "--parallelism", "0")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "ray-apps: --parallelism: Input should be greater than or equal to 1"
+    ]
+    spec = tmp_path / "never.yaml"
+    spec.write_text('version: "never-computed"\nfeatures:\n  - {name: rsi, n: 9}\n')
+    done = stack.cli("features", "materialize", "--spec", str(spec))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ray-apps:")]
+    assert errors == [
+        "ray-apps: no 1d features of spec version never-computed stored; run "
+        "`ray-apps features compute --from-store` first"
+    ]
+    assert done.stderr.strip().splitlines()[-1] == errors[0]

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,7 +26,7 @@ import ray
 from pydantic import BaseModel, ConfigDict, Field
 
 from ray_apps.errors import UserError
-from ray_apps.features.bar_checks import check_bars
+from ray_apps.features.bar_checks import VALUE_REASONS, check_bars
 from ray_apps.features.batch import CHECKED_COLUMNS, INPUT_COLUMNS, compute_checked
 from ray_apps.features.sources import BarsInput, read_all
 from ray_apps.features.spec import FeatureSpec
@@ -135,9 +136,9 @@ def bars_frame(
 
 def rejected_counts(bars: DataFrame) -> dict[str, int]:
     """Bars that break the bar rules, per reason (one pass, no shuffle of the bars)."""
-    counted = bars.mapInPandas(_count_rejected, schema="reason string, bars long")
-    totals = counted.groupBy("reason").sum("bars").collect()
-    return {str(row[0]): int(row[1]) for row in totals}
+    counted = bars.mapInPandas(_count_rejected, schema="code int, bars long")
+    totals = counted.groupBy("code").sum("bars").collect()
+    return {VALUE_REASONS[int(row[0]) - 1]: int(row[1]) for row in totals}
 
 
 @contextmanager
@@ -203,10 +204,17 @@ def _features(bars: DataFrame, spec: FeatureSpec) -> DataFrame:
 
 
 def _count_rejected(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Rejected bars per reason code: 1 + the index in ``VALUE_REASONS``.
+
+    Numbers, not text: pyspark 3.5 cannot convert pandas 3's Arrow-backed text columns.
+    """
     counts: Counter[str] = Counter()
     for frame in frames:
         counts.update(check_bars(pa.Table.from_pandas(frame, preserve_index=False))[1])
-    yield pd.DataFrame({"reason": list(counts), "bars": list(counts.values())})
+    codes = [VALUE_REASONS.index(reason) + 1 for reason in counts]
+    yield pd.DataFrame(
+        {"code": np.array(codes, dtype=np.int32), "bars": np.array(list(counts.values()))}
+    )
 
 
 def _schema(spec: FeatureSpec) -> str:

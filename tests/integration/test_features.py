@@ -58,12 +58,13 @@ def test_every_engine_writes_the_batch_numbers(stack, panel_file, tmp_path, engi
 
 READ_STORE = """
 import json, sys, ray
+import pyarrow.parquet as pq
 from ray_apps._private.ray_cluster import connect_ray
 from ray_apps.config import load_settings
 from ray_apps.stores.offline_actor import offline_store
 connect_ray(load_settings())
 method = getattr(offline_store(load_settings()), sys.argv[2])
-ray.get(method.remote(**json.loads(sys.argv[3]))).to_parquet(sys.argv[1])
+pq.write_table(ray.get(method.remote(**json.loads(sys.argv[3]))), sys.argv[1])
 """
 
 

@@ -26,11 +26,13 @@ class OfflineStoreActor:
     def __init__(self) -> None:
         self.store = OfflineStore.open(load_settings())
 
-    def insert_bars(self, bars: pd.DataFrame) -> int:
+    def insert_bars(self, bars: pa.Table | pd.DataFrame) -> int:
         """Insert validated bars."""
         return self.store.insert_bars(bars)
 
-    def insert_quarantine(self, rows: pd.DataFrame, ingest_id: str, source: str) -> int:
+    def insert_quarantine(
+        self, rows: pa.Table | pd.DataFrame, ingest_id: str, source: str
+    ) -> int:
         """Keep rejected rows with their reasons."""
         return self.store.insert_quarantine(rows, ingest_id, source)
 

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from ray_apps.config import Settings
-from ray_apps.jobs.ingest import IngestRequest, run_ingest
+from ray_apps.jobs.ingest import ingest
+from ray_apps.marketdata.ingest import IngestRequest
 from ray_apps.marketdata.synthetic import SyntheticSpec, generate_bars
 from ray_apps.marketdata.validation import validate_bars
 from ray_apps.stack import stack_down, stack_up
@@ -31,10 +32,10 @@ def baselines(spec: SyntheticSpec, folder: Path) -> dict[str, float]:
     started = time.perf_counter()
     bars = generate_bars(spec)
     generated = time.perf_counter()
-    accepted = validate_bars(bars, spec.interval).accepted
+    accepted = validate_bars(bars, spec.interval).bars
     validated = time.perf_counter()
-    for first in range(0, len(accepted), 1_000_000):
-        store.insert_bars(accepted.iloc[first : first + 1_000_000])
+    for first in range(0, accepted.num_rows, 1_000_000):
+        store.insert_bars(accepted.slice(first, 1_000_000))
     inserted = time.perf_counter()
     assert store.count_bars() == spec.rows
     store.close()
@@ -59,7 +60,7 @@ def main() -> None:
         settings = Settings(**isolated_overrides(folder / "stack"))
         stack_up(settings, echo=lambda _: None)
         try:
-            summary = run_ingest(
+            summary = ingest(
                 IngestRequest(source=f"synthetic:{args.symbols}:{args.bars}"),
                 settings,
                 echo=lambda _: None,
@@ -79,6 +80,11 @@ def main() -> None:
     print(
         "single-process stages: "
         + ", ".join(f"{k} {rows / v:,.0f} rows/s" for k, v in stages.items())
+    )
+    speedup = sequential / summary.seconds
+    print(
+        f"ray-apps ingest: {rows / summary.seconds / 1e6:.2f} M rows/s end to end, "
+        f"{speedup:.2f}x the single-process baseline (aims: 1.0 M rows/s, 1.3x)"
     )
 
 

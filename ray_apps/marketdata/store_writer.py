@@ -20,6 +20,9 @@ from ray_apps.errors import UserError
 
 #: Blocks whose inserts may be outstanding at once (memory: one block is ~28 MB per 500k rows).
 MAX_IN_FLIGHT = 3
+#: Times Ray itself re-sends a call that the actor's death interrupted (it waits for the
+#: restart); a call made while the actor is restarting fails at once, hence also:
+RAY_RETRIES = 2
 #: Tries of one insert before the ingest gives up, and the first pause between them (doubling).
 ATTEMPTS = 6
 FIRST_BACKOFF_S = 0.5
@@ -98,7 +101,8 @@ class StoreWriter:
             self._wait_one()
 
     def _call(self, method: str, args: tuple[Any, ...], attempts: int = 1) -> _Call:
-        ref = getattr(self.store, method).remote(*args)
+        method_handle = getattr(self.store, method).options(max_task_retries=RAY_RETRIES)
+        ref = method_handle.remote(*args)
         return _Call(method=method, args=args, ref=ref, attempts=attempts)
 
     def _wait_one(self) -> None:

@@ -242,7 +242,7 @@ def _synthetic_block(
     """Generate and validate one block of synthetic symbols."""
     contiguous = list(indices) == list(range(indices[0], indices[-1] + 1))
     if contiguous:
-        raw = generate_bars(spec, indices[0], len(indices))
+        raw = generate_bars(spec, indices[0], len(indices), text_as_category=True)
     else:
         raw = pd.concat([generate_bars(spec, i, 1) for i in indices], ignore_index=True)
     result = validate_bars(raw, spec.interval, indices[0] * spec.n_bars)

@@ -23,9 +23,11 @@ MAX_IN_FLIGHT = 3
 #: Times Ray itself re-sends a call that the actor's death interrupted (it waits for the
 #: restart); a call made while the actor is restarting fails at once, hence also:
 RAY_RETRIES = 2
-#: Tries of one insert before the ingest gives up, and the first pause between them (doubling).
-ATTEMPTS = 6
+#: Tries of one insert before the ingest gives up, and the pause between them (doubling from
+#: the first, at most the last): about 30 s for the actor to come back.
+ATTEMPTS = 8
 FIRST_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 8.0
 
 
 @dataclass
@@ -130,5 +132,5 @@ class StoreWriter:
                     f"{self.source} ({type(exc).__name__}); {self.stored_rows():,} rows were "
                     "stored so far: run the same command again (a re-ingest stores each bar once)"
                 ) from exc
-            time.sleep(self.first_backoff_s * 2 ** (call.attempts - 1))
+            time.sleep(min(self.first_backoff_s * 2 ** (call.attempts - 1), MAX_BACKOFF_S))
             block.calls.append(self._call(call.method, call.args, call.attempts + 1))

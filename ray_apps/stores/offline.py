@@ -117,7 +117,9 @@ class OfflineStore:
         table = bars_table(bars)
         if table.num_rows == 0:
             return 0
-        self._bulk_insert("bars", table)
+        # Validation already dropped repeated keys within a block, and reads use FINAL: the
+        # engine need not merge the block on insert (measured about 1.5x faster without).
+        self._bulk_insert("bars", table, {"optimize_on_insert": 0})
         return table.num_rows
 
     def insert_quarantine(
@@ -203,11 +205,15 @@ class OfflineStore:
                     f"{column} Float64 DEFAULT nan"
                 )
 
-    def _bulk_insert(self, table: str, frame: pd.DataFrame | pa.Table) -> None:
+    def _bulk_insert(
+        self, table: str, frame: pd.DataFrame | pa.Table, settings: dict[str, int] | None = None
+    ) -> None:
         columns = ", ".join(frame.column_names if isinstance(frame, pa.Table) else frame.columns)
         if self._chdb is not None:
+            pairs = ", ".join(f"{key} = {value}" for key, value in (settings or {}).items())
+            tail = f" SETTINGS {pairs}" if pairs else ""
             self._chdb.query(
-                f"INSERT INTO {self.db}.{table} ({columns}) SELECT * FROM Python(frame)"
+                f"INSERT INTO {self.db}.{table} ({columns}) SELECT * FROM Python(frame){tail}"
             )
         elif isinstance(frame, pa.Table):
             plain = pa.schema(
@@ -216,7 +222,9 @@ class OfflineStore:
                     for f in frame.schema
                 ]
             )
-            self.client.insert_arrow(f"{self.db}.{table}", frame.cast(plain))
+            self.client.insert_arrow(
+                f"{self.db}.{table}", frame.cast(plain), settings=settings
+            )
         else:
             self.client.insert_df(f"{self.db}.{table}", frame)
 

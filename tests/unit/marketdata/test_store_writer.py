@@ -54,7 +54,7 @@ def blocks(n: int) -> list[tuple[pa.Table, pd.DataFrame, int]]:
     ]
 
 
-def write(store, data, stored: list[int]) -> None:
+def write(store, data, stored: list[int], attempts: int) -> None:
     writer = StoreWriter(
         store,
         "ing",
@@ -62,8 +62,8 @@ def write(store, data, stored: list[int]) -> None:
         stored.append,
         lambda: sum(stored),
         max_in_flight=1,
-        first_backoff_s=0.05,
-        attempts=4,
+        first_backoff_s=0.1,
+        attempts=attempts,
     )
     for bars, rows, counts in data:
         writer.submit(bars, rows, counts)
@@ -73,7 +73,7 @@ def write(store, data, stored: list[int]) -> None:
 def test_a_block_is_stored_again_once_the_actor_is_back(local_ray, tmp_path):
     store = DyingStore.remote(str(tmp_path), deaths=(3, 4), dies_from=10**6)
     stored: list[int] = []
-    write(store, blocks(3), stored)
+    write(store, blocks(3), stored, attempts=10)  # up to ~30 s for the restarts
     assert stored == [10, 20, 30]
     assert (tmp_path / "bars").read_text().split() == ["10", "20", "30"]
 
@@ -82,10 +82,10 @@ def test_when_retries_run_out_one_line_says_what_was_stored(local_ray, tmp_path)
     store = DyingStore.remote(str(tmp_path), deaths=(), dies_from=3)
     stored: list[int] = []
     with pytest.raises(UserError) as err:
-        write(store, blocks(3), stored)
+        write(store, blocks(3), stored, attempts=2)
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith("the offline store failed 4 times in a row while storing src (")
+    assert message.startswith("the offline store failed 2 times in a row while storing src (")
     assert message.endswith(
         "10 rows were stored so far: run the same command again (a re-ingest stores each bar once)"
     )

@@ -127,7 +127,6 @@ class IngestContext:
     """What every step of one ingest shares."""
 
     request: IngestRequest
-    source: str
     summary: IngestSummary
     writer: StoreWriter
     echo: Echo
@@ -162,7 +161,7 @@ def run_ingest(
     writer = StoreWriter(
         open_store(), summary.ingest_id, source.name, summary.add, lambda: summary.accepted
     )
-    context = IngestContext(request, source.name, summary, writer, echo, time.monotonic())
+    context = IngestContext(request, summary, writer, echo, time.monotonic())
     if isinstance(source, SyntheticSource):
         _ingest_synthetic(source.spec, context)
     else:

@@ -256,9 +256,10 @@ def store_actor_pid(stack) -> int:
         "from ray.util.state import list_actors;"
         "from ray_apps._private.ray_cluster import connect_ray;"
         "from ray_apps.config import load_settings;"
-        "connect_ray(load_settings());"
-        "alive = list_actors(filters=[('class_name', '=', 'OfflineStoreActor'),"
-        " ('state', '=', 'ALIVE')]);"
+        "settings = load_settings();"
+        "connect_ray(settings);"
+        "alive = list_actors(address=settings.ray_address, filters=["
+        "('class_name', '=', 'OfflineStoreActor'), ('state', '=', 'ALIVE')]);"
         "print(alive[0].pid)"
     )
     done = stack.run(sys.executable, "-c", script)
@@ -273,9 +274,12 @@ def test_killing_the_store_actor_mid_ingest_loses_nothing(stack):
     )
     first = ingest.stdout.readline()  # the first block has been handed to the store
     assert "blocks generated" in first, first + ingest.stderr.read()
-    os.kill(store_actor_pid(stack), signal.SIGKILL)
+    pid = store_actor_pid(stack)
+    assert ingest.poll() is None, "the ingest ended before the actor could be killed"
+    os.kill(pid, signal.SIGKILL)
     out, err = ingest.communicate()
     assert ingest.returncode == 0, first + out + err
+    assert store_actor_pid(stack) != pid  # Ray restarted it
     assert summary_counts(out)["accepted"] == 4_000_000
     assert "Traceback" not in err
 

@@ -131,12 +131,12 @@ def generate_bars(
     else:
         symbol = pd.Series(np.asarray(names, dtype=object)[codes], dtype="str")
         interval = pd.Series(spec.interval, index=range(count * t), dtype="str")
-    timestamps = spec.timestamps().astype("datetime64[us, UTC]")
+    timestamps = spec.timestamps().to_numpy(dtype="datetime64[us]")  # UTC, as numbers
     return pd.DataFrame(
         {
             "symbol": symbol,
             "interval": interval,
-            "ts": pd.Series(np.tile(timestamps, count), dtype=timestamps.dtype),
+            "ts": pd.Series(np.tile(timestamps, count), dtype="datetime64[us, UTC]"),
             **prices,
         },
         columns=list(BAR_COLUMNS),

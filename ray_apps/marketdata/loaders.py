@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ray_apps.errors import UserError
+from ray_apps.marketdata.columns import map_columns
 
 _RENAME = {
     "Date": "ts",
@@ -69,24 +70,37 @@ def sp500_sectors() -> pd.DataFrame:
     return frame.rename(columns={"ticker": "symbol"})[["symbol", "name", "sector", "industry"]]
 
 
-def read_file(path: Path) -> Iterator[pd.DataFrame]:
-    """Raw rows of a CSV or Parquet file, in chunks, every value kept as read.
+def read_file(
+    path: Path, symbol: str | None = None, chunk_rows: int = CSV_CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
+    """Raw rows of a CSV or Parquet file, in chunks, with the bar column names.
 
-    CSV values stay text so that a bad value reaches the quarantine as written.
+    CSV values stay text so that a bad value reaches the quarantine as written. The header is
+    mapped onto the bar columns by ``columns.map_columns``.
+
+    Args:
+        path: the file.
+        symbol: the symbol of every row, for a file without a symbol column.
+        chunk_rows: rows per chunk.
 
     Raises:
-        UserError: the file is missing, not CSV/Parquet, or unreadable.
+        UserError: the file is missing, not CSV/Parquet, unreadable, or its columns do not map.
     """
     if not path.is_file():
         raise UserError(f"no such file: {path}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            yield from pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=CSV_CHUNK_ROWS)
+            header = pd.read_csv(path, dtype=str, nrows=0).columns
+            mapping = map_columns(list(header), symbol, str(path))
+            chunks = pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=chunk_rows)
+            yield from (mapping.apply(chunk) for chunk in chunks)
         elif suffix in (".parquet", ".pq"):
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=CSV_CHUNK_ROWS):
-                yield batch.to_pandas()
+            parquet = pq.ParquetFile(path)
+            mapping = map_columns(parquet.schema_arrow.names, symbol, str(path))
+            for batch in parquet.iter_batches(batch_size=chunk_rows):
+                yield mapping.apply(batch.to_pandas())
         else:
             raise UserError(f"{path}: expected a .csv or .parquet file")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, pa.ArrowException, OSError) as exc:
-        raise UserError(f"{path}: cannot read ({exc})") from exc
+        raise UserError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from exc

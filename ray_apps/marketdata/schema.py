@@ -12,8 +12,6 @@ from ray_apps.errors import UserError
 #: Columns of a bar, in store order. ``ts`` is the bar's open time in UTC.
 BAR_COLUMNS = ("symbol", "interval", "ts", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
-#: Columns an input file must have; ``interval`` may come from the command line instead.
-REQUIRED_INPUT_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 
 BAR_SCHEMA = pa.schema(
     [
@@ -21,6 +19,16 @@ BAR_SCHEMA = pa.schema(
         ("interval", pa.string()),
         ("ts", pa.timestamp("us", tz="UTC")),
         *((name, pa.float64()) for name in (*PRICE_COLUMNS, "volume")),
+    ]
+)
+
+#: The bars as Arrow tables carry them between processes: text as dictionaries (a few
+#: distinct values per block), so a block serializes as a handful of flat buffers.
+BAR_TABLE_SCHEMA = pa.schema(
+    [
+        ("symbol", pa.dictionary(pa.int32(), pa.string())),
+        ("interval", pa.dictionary(pa.int32(), pa.string())),
+        *((f.name, f.type) for f in BAR_SCHEMA if f.name not in ("symbol", "interval")),
     ]
 )
 
@@ -63,6 +71,13 @@ def infer_interval(ts: pd.Series) -> str:
     if pd.Timedelta(days=1) <= step <= pd.Timedelta(days=4):
         return "1d"  # weekends and holidays stretch daily bars
     return format_interval(step)
+
+
+def bars_table(bars: pa.Table | pd.DataFrame) -> pa.Table:
+    """Bars (``BAR_COLUMNS`` or more) as an Arrow table in ``BAR_TABLE_SCHEMA``."""
+    if isinstance(bars, pd.DataFrame):
+        bars = pa.Table.from_pandas(bars[list(BAR_COLUMNS)], preserve_index=False)
+    return bars.select(list(BAR_COLUMNS)).cast(BAR_TABLE_SCHEMA)
 
 
 def empty_bars() -> pd.DataFrame:

@@ -43,21 +43,44 @@ class SyntheticSource:
 Source = TableSource | SyntheticSource
 
 
-def parse_source(text: str, seed: int = 7, correlation: float = 0.3) -> Source:
+def parse_source(
+    text: str,
+    seed: int = 7,
+    correlation: float = 0.3,
+    symbol: str | None = None,
+    chunk_rows: int = loaders.CSV_CHUNK_ROWS,
+) -> Source:
     """The source a ``--source`` argument names.
 
+    Args:
+        text: the argument.
+        seed: synthetic sources: random seed.
+        correlation: synthetic sources: pairwise return correlation.
+        symbol: files without a symbol column: the symbol of every row.
+        chunk_rows: table sources: rows read and validated at a time.
+
     Raises:
-        UserError: the text is none of ``SOURCE_FORMS``, or a synthetic spec is malformed.
+        UserError: the text is none of ``SOURCE_FORMS``, a synthetic spec is malformed, or
+            ``symbol`` is given for a source other than a file.
     """
+    path = Path(text)
+    is_file = text not in PACKAGED and not text.startswith("synthetic:")
+    if symbol is not None and not is_file:
+        raise UserError(f"--symbol is for CSV/Parquet files without a symbol column, not {text}")
     if text in PACKAGED:
         load = PACKAGED[text]
-        return TableSource(name=text, read=lambda: iter([load()]))
+        return TableSource(name=text, read=lambda: _chunks(load(), chunk_rows))
     if text.startswith("synthetic:"):
         return SyntheticSource(name=text, spec=_synthetic_spec(text, seed, correlation))
-    path = Path(text)
     if path.suffix.lower() in (".csv", ".parquet", ".pq") or path.exists():
-        return TableSource(name=str(path), read=lambda: loaders.read_file(path))
+        return TableSource(name=str(path), read=lambda: loaders.read_file(path, symbol, chunk_rows))
     raise UserError(f"unknown source {text!r}: use {SOURCE_FORMS}")
+
+
+def _chunks(frame: pd.DataFrame, rows: int) -> Iterator[pd.DataFrame]:
+    """A loaded frame in slices of ``rows``, so validating one overlaps storing the last."""
+    for first in range(0, max(len(frame), 1), rows):
+        yield frame.iloc[first : first + rows]
 
 
 def _synthetic_spec(text: str, seed: int, correlation: float) -> SyntheticSpec:

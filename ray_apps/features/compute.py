@@ -25,6 +25,7 @@ from ray_apps.features.batch import normalize_bars, output_schema
 from ray_apps.features.engines.incremental import IncrementalEngine, replay
 from ray_apps.features.sources import BarsInput, read_group, resolve_interval, symbol_counts
 from ray_apps.features.spec import FeatureSpec
+from ray_apps.stores.offline_actor import OfflineStoreHandle
 
 Echo = Callable[[str], None]
 EngineName = Literal["ray", "spark", "incremental"]
@@ -116,7 +117,7 @@ class EngineRun:
 
     request: ComputeRequest
     spec: FeatureSpec
-    store: ray.actor.ActorHandle | None
+    store: OfflineStoreHandle | None
     counts: dict[str, int]
     rejected: Counter[str] = field(default_factory=Counter)
 
@@ -169,7 +170,7 @@ ENGINES: dict[str, Callable[[EngineRun], Iterator[pa.Table]]] = {
 def compute_features(
     request: ComputeRequest,
     spec: FeatureSpec,
-    store: ray.actor.ActorHandle | None,
+    store: OfflineStoreHandle | None,
     echo: Echo = print,
 ) -> ComputeSummary:
     """Computes the spec's features of the requested bars and writes them where asked.

@@ -10,7 +10,6 @@ import argparse
 import sys
 
 import pandas as pd
-import ray
 
 from ray_apps._private.ray_cluster import connect_ray
 from ray_apps.config import Settings
@@ -18,13 +17,13 @@ from ray_apps.jobs import run_job
 from ray_apps.marketdata.ingest import Echo, IngestRequest, IngestSummary, run_ingest
 from ray_apps.marketdata.loaders import CSV_CHUNK_ROWS
 from ray_apps.marketdata.sources import SOURCE_FORMS
-from ray_apps.stores.offline_actor import offline_store
+from ray_apps.stores.offline_actor import OfflineStoreHandle, offline_store
 
 
 def ingest(request: IngestRequest, settings: Settings, echo: Echo = print) -> IngestSummary:
     """Run one ingest on the configured cluster and offline store."""
 
-    def open_store() -> ray.actor.ActorHandle:
+    def open_store() -> OfflineStoreHandle:
         connect_ray(settings)
         return offline_store(settings)
 

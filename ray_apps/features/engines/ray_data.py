@@ -22,6 +22,7 @@ from ray.data.datasource import Datasource, ReadTask
 from ray_apps.features.batch import compute_checked
 from ray_apps.features.sources import BarsInput, partition, read_group, symbol_counts
 from ray_apps.features.spec import FeatureSpec
+from ray_apps.stores.offline_actor import OfflineStoreHandle
 
 MAX_ROWS_PER_BLOCK = 250_000
 """Blocks stay well under Ray Data's 128 MiB target with about 25 float columns."""
@@ -62,7 +63,7 @@ class FeatureDatasource(Datasource):
         self,
         source: BarsInput,
         spec: FeatureSpec,
-        store: ray.actor.ActorHandle | None = None,
+        store: OfflineStoreHandle | None = None,
         counts: dict[str, int] | None = None,
         tally: ray.actor.ActorHandle | None = None,
     ) -> None:
@@ -112,7 +113,7 @@ class FeatureDatasource(Datasource):
 def feature_dataset(
     source: BarsInput,
     spec: FeatureSpec,
-    store: ray.actor.ActorHandle | None = None,
+    store: OfflineStoreHandle | None = None,
     parallelism: int | None = None,
     counts: dict[str, int] | None = None,
     tally: ray.actor.ActorHandle | None = None,

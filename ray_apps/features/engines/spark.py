@@ -30,6 +30,7 @@ from ray_apps.features.bar_checks import VALUE_REASONS, check_bars
 from ray_apps.features.batch import CHECKED_COLUMNS, INPUT_COLUMNS, compute_checked
 from ray_apps.features.sources import BarsInput, read_all
 from ray_apps.features.spec import FeatureSpec
+from ray_apps.stores.offline_actor import OfflineStoreHandle
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -111,7 +112,7 @@ def feature_frame(
     spark: SparkSession,
     source: BarsInput,
     spec: FeatureSpec,
-    store: ray.actor.ActorHandle | None = None,
+    store: OfflineStoreHandle | None = None,
 ) -> DataFrame:
     """A Spark DataFrame of ``symbol, ts`` and the spec's columns.
 
@@ -122,7 +123,7 @@ def feature_frame(
 
 
 def bars_frame(
-    spark: SparkSession, source: BarsInput, store: ray.actor.ActorHandle | None = None
+    spark: SparkSession, source: BarsInput, store: OfflineStoreHandle | None = None
 ) -> DataFrame:
     """The input bars as a Spark DataFrame: the input columns, and open where there is one."""
     from pyspark.sql import functions as F
@@ -146,7 +147,7 @@ def feature_dataset(
     spark: SparkSession,
     source: BarsInput,
     spec: FeatureSpec,
-    store: ray.actor.ActorHandle | None = None,
+    store: OfflineStoreHandle | None = None,
     rejected: Counter[str] | None = None,
 ) -> Iterator[ray.data.Dataset]:
     """The Spark engine's features as a Ray Dataset (``ray.data.from_spark``), while in use.
@@ -183,7 +184,7 @@ def partitions_for(rows: int, executors: int) -> int:
     return max(4 * executors, -(-rows // ROWS_PER_PARTITION))
 
 
-def _read(spark: SparkSession, source: BarsInput, store: ray.actor.ActorHandle | None):
+def _read(spark: SparkSession, source: BarsInput, store: OfflineStoreHandle | None):
     if source.path is None:
         export = Path(tempfile.mkdtemp(prefix="ray-apps-spark-")) / "bars.parquet"
         pq.write_table(read_all(source, store), export)

@@ -2,10 +2,9 @@
 
 A NaN, infinite or non-positive price (or a bad volume) fed to a kernel makes every later value
 of that symbol NaN, for good in a long-running incremental engine. Every engine therefore
-checks its input with :func:`bar_verdicts` first: the value rules of
-:func:`ray_apps.marketdata.validation.validate_bars`, in the same order and under the same
-reason names (a bar gets the first rule it fails), on NumPy arrays instead of raw text. A
-unit test holds the two to the same verdicts.
+checks its input with :func:`bar_verdicts` first: the ingest's own value rules
+(:func:`ray_apps.marketdata.validation.value_rules`, one definition), in the same order and
+under the same reason names (a bar gets the first rule it fails), on typed arrays.
 """
 
 from __future__ import annotations
@@ -15,6 +14,8 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from ray_apps.marketdata.validation import value_rules
 
 #: The reasons a typed bar can fail, in rule order (``validate_bars``'s names).
 VALUE_REASONS = (
@@ -65,16 +66,8 @@ def bar_verdicts(
         flag(np.asarray(missing_symbol, dtype=bool), "missing_symbol")
     if missing_ts is not None:
         flag(np.asarray(missing_ts, dtype=bool), "unparseable_ts")
-    prices = (opened, high, low, close)
-    with np.errstate(invalid="ignore"):
-        for price in prices:
-            flag(~np.isfinite(price), "non_finite_price")
-        for price in prices:
-            flag(price <= 0, "non_positive_price")
-        flag(~np.isfinite(volume), "non_finite_volume")
-        flag(volume < 0, "negative_volume")
-        flag(high < np.maximum(opened, close), "high_below_open_close")
-        flag(low > np.minimum(opened, close), "low_above_open_close")
+    for failed, reason, _ in value_rules(opened, high, low, close, volume):
+        flag(failed, reason)
     return code
 
 

@@ -7,6 +7,7 @@ factorized first so that trimming and checking touch each distinct value once.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -121,6 +122,31 @@ class _Text:
         )
 
 
+def value_rules(
+    open: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+) -> Iterator[tuple[np.ndarray, str, str]]:
+    """The value rules of a bar, in the order they apply: (failed mask, reason, field).
+
+    The one definition of what a good bar's numbers are: :func:`validate_bars` applies them to
+    ingested rows and every feature engine to its input bars
+    (:func:`ray_apps.features.bar_checks.bar_verdicts`).
+    """
+    prices = {"open": open, "high": high, "low": low, "close": close}
+    with np.errstate(invalid="ignore"):
+        for field, values in prices.items():
+            yield ~np.isfinite(values), "non_finite_price", field
+        for field, values in prices.items():
+            yield values <= 0, "non_positive_price", field
+        yield ~np.isfinite(volume), "non_finite_volume", "volume"
+        yield volume < 0, "negative_volume", "volume"
+        yield high < np.maximum(open, close), "high_below_open_close", "high"
+        yield low > np.minimum(open, close), "low_above_open_close", "low"
+
+
 def validate_bars(
     raw: pd.DataFrame,
     interval: str | None = None,
@@ -161,17 +187,8 @@ def validate_bars(
     verdicts.flag(ts.isna().to_numpy(), "unparseable_ts", "ts")
     intervals = _intervals(raw, symbol, ts, interval, verdicts)
     numbers = {c: _numbers(_column(raw, c)) for c in (*PRICE_COLUMNS, "volume")}
-    for col in PRICE_COLUMNS:
-        verdicts.flag(~np.isfinite(numbers[col]), "non_finite_price", col)
-    with np.errstate(invalid="ignore"):
-        for col in PRICE_COLUMNS:
-            verdicts.flag(numbers[col] <= 0, "non_positive_price", col)
-        volume = numbers["volume"]
-        verdicts.flag(~np.isfinite(volume), "non_finite_volume", "volume")
-        verdicts.flag(volume < 0, "negative_volume", "volume")
-        o, h, lo, c = (numbers[k] for k in PRICE_COLUMNS)
-        verdicts.flag(h < np.maximum(o, c), "high_below_open_close", "high")
-        verdicts.flag(lo > np.minimum(o, c), "low_above_open_close", "low")
+    for failed, reason, field in value_rules(**numbers):
+        verdicts.flag(failed, reason, field)
 
     valid = np.flatnonzero(verdicts.valid)
     group = symbol.codes[valid] * len(intervals.values) + intervals.codes[valid]

@@ -33,9 +33,8 @@ from ray_apps.features.engines.incremental import IncrementalEngine
 from ray_apps.features.sources import BarsInput, read_group, symbol_counts
 from ray_apps.features.spec import DEFAULT_SPEC_PATH, FeatureSpec, load_spec
 from ray_apps.jobs import run_job
-from ray_apps.stack.redis_server import redis_client
 from ray_apps.stores.offline_actor import offline_store
-from ray_apps.stores.online import OnlineStore, WriteSummary
+from ray_apps.stores.online import OnlineStore, WriteSummary, redis_client
 
 Echo = Callable[[str], None]
 Engine = Literal["ray", "spark", "incremental"]

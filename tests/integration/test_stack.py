@@ -10,7 +10,7 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from ray_apps.stack.seaweedfs import object_store_client
+from ray_apps.stores.objects import object_store_client
 
 from .conftest import Stack, stack_overrides
 

@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ray_apps.models.pyfunc import ScorePyfunc
-from ray_apps.stack.seaweedfs import object_store_client
+from ray_apps.stores.objects import object_store_client
 from ray_apps.training.dataset import DataConfig, load_training_data
 from ray_apps.training.registry import fit_final, held_out_rows
 from ray_apps.training.splits import SplitConfig, walk_forward

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -215,17 +224,6 @@ class Settings(BaseSettings):
         """Every setting except credentials as ``RAY_APPS_`` variables, for child processes."""
         return settings_env(self.model_dump(exclude_none=True))
 
-    def s3_env(self) -> dict[str, str]:
-        """Environment for boto3/MLflow/pyarrow clients of the object store."""
-        if self.s3.access_key is None or self.s3.secret_key is None:
-            return {}
-        return {
-            "AWS_ACCESS_KEY_ID": self.s3.access_key.get_secret_value(),
-            "AWS_SECRET_ACCESS_KEY": self.s3.secret_key.get_secret_value(),
-            "AWS_DEFAULT_REGION": self.s3.region,
-            "MLFLOW_S3_ENDPOINT_URL": self.s3.url,
-        }
-
 
 class _YamlSource(PydanticBaseSettingsSource):
     """Reads the optional YAML file named by ``RAY_APPS_CONFIG``."""
@@ -283,14 +281,62 @@ def settings_env(values: dict[str, Any], prefix: str = "RAY_APPS_") -> dict[str,
     return env
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Load settings, turning validation errors into one-line user errors."""
-    from pydantic import ValidationError
+ENV_PREFIX = "RAY_APPS_"
+#: ``RAY_APPS_`` variables that are not settings: the YAML file, and tracebacks on errors.
+OTHER_VARIABLES = frozenset({"RAY_APPS_CONFIG", "RAY_APPS_DEBUG"})
 
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load settings; a bad value or an unknown ``RAY_APPS_`` variable is a one-line user error.
+
+    Raises:
+        UserError: naming the setting, the variable (or YAML file) it came from, and the problem.
+    """
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        raise UserError(unknown[0])
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        env = "RAY_APPS_" + "__".join(str(p).upper() for p in first["loc"])
-        raise UserError(f"setting {where} ({env}): {first['msg']}") from exc
+        problems = [_setting_problem(problem) for problem in exc.errors()]
+        raise UserError("; ".join(problems)) from None
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per ``RAY_APPS_`` variable that names no setting, saying which names exist."""
+    found = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in OTHER_VARIABLES:
+            continue
+        model: type[BaseModel] | None = Settings
+        path: list[str] = []
+        for part in upper.removeprefix(ENV_PREFIX).split("__"):
+            fields = model.model_fields if model is not None else {}
+            if part.lower() not in fields:
+                if not path:
+                    known = f"settings are {', '.join(fields)}"
+                elif fields:
+                    known = f"{'.'.join(path)} has {', '.join(fields)}"
+                else:
+                    known = f"{'.'.join(path)} is a value, not a section"
+                found.append(f"{name}: no such setting ({known})")
+                break
+            path.append(part.lower())
+            annotation = fields[part.lower()].annotation
+            is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            model = annotation if is_section else None
+    return found
+
+
+def _setting_problem(problem: Mapping[str, Any]) -> str:
+    """``setting redis.port (RAY_APPS_REDIS__PORT): <message>`` for one validation problem."""
+    where = ".".join(str(part) for part in problem["loc"])
+    variable = ENV_PREFIX + "__".join(str(part).upper() for part in problem["loc"])
+    if variable not in {name.upper() for name in os.environ} and os.environ.get("RAY_APPS_CONFIG"):
+        source = f"in {os.environ['RAY_APPS_CONFIG']}"
+    else:
+        source = variable
+    if problem["type"] == "extra_forbidden":
+        return f"setting {where} ({source}): no such setting"
+    return f"setting {where} ({source}): {problem['msg']}"

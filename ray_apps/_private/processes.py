@@ -63,6 +63,23 @@ def is_running(pid: int, create_time: float | None = None) -> bool:
         return False
 
 
+def is_ours(pid: int, create_time: float, home: Path) -> bool:
+    """Whether ``pid`` is still the process ``spawn`` started with ``cwd=home``.
+
+    A recorded pid and start time alone do not prove it: the record may be stale or copied. The
+    process must also lead its own session (``spawn`` starts one) and run in ``home`` or a folder
+    under it (a service may change into its data folder), so an unrelated process is never
+    taken for ours and stopped.
+    """
+    if not is_running(pid, create_time):
+        return False
+    try:
+        cwd = Path(psutil.Process(pid).cwd()).resolve()
+        return os.getsid(pid) == pid and home.resolve() in (cwd, *cwd.parents)
+    except (psutil.Error, OSError):
+        return False
+
+
 def create_time(pid: int) -> float:
     """Start time of ``pid``, recorded so a reused pid is never mistaken for ours."""
     return psutil.Process(pid).create_time()

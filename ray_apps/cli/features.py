@@ -10,8 +10,7 @@ from ray_apps.cli._table import format_table
 from ray_apps.config import load_settings
 from ray_apps.features.spec import DEFAULT_SPEC_PATH, load_spec
 from ray_apps.jobs.features import add_arguments, run_action
-from ray_apps.stack.redis_server import redis_client
-from ray_apps.stores.online import OnlineStore
+from ray_apps.stores.online import OnlineStore, redis_client
 
 
 def register(commands: argparse._SubParsersAction) -> None:

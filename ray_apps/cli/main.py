@@ -6,12 +6,12 @@ import argparse
 import signal
 import sys
 
+from ray_apps._private.entry import run_reporting
 from ray_apps.cli import data, features, ingest, stack, sweep
-from ray_apps.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every sub-command registered."""
+    """The argument parser with every sub-command registered (no settings are read)."""
     parser = argparse.ArgumentParser(
         prog="ray-apps", description="Build, tune and serve ML models over market data on Ray."
     )
@@ -22,17 +22,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one ``ray-apps`` command; user errors print one line and exit 2."""
+    """Run one ``ray-apps`` command; a user error prints one line and exits 2.
+
+    Settings are read only when a command runs, so ``--help`` works even with a bad one. An
+    error raised in a Ray task or actor is unwrapped: a user error still reads as one line.
+    """
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `ray-apps ... | head` ends quietly
     args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args) or 0
-    except UserError as exc:
-        print(f"ray-apps: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ray-apps: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting(lambda: args.handler(args) or 0)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from ray_apps.cli._table import format_table
 from ray_apps.config import load_settings
 from ray_apps.errors import UserError
 from ray_apps.stack import stack_down, stack_env, stack_status, stack_up
-from ray_apps.stack.manager import ServiceStatus, services
+from ray_apps.stack.manager import SERVICE_TYPES, ServiceStatus, services
 from ray_apps.stack.ray_head import RayHead
 
 
@@ -22,7 +22,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     sub.add_parser("down", help="stop the services this stack started").set_defaults(handler=_down)
     sub.add_parser("status", help="each service, URL, pid, health").set_defaults(handler=_status)
     logs = sub.add_parser("logs", help="the last lines of a service's log")
-    logs.add_argument("service", choices=[s.name for s in services(load_settings())])
+    logs.add_argument("service", choices=[kind.name for kind in SERVICE_TYPES])
     logs.add_argument("-n", "--lines", type=int, default=40)
     logs.set_defaults(handler=_logs)
     sub.add_parser(

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 
+from ray_apps._private.entry import run_reporting
 from ray_apps.config import Settings, load_settings
-from ray_apps.errors import UserError
 
 
 def run_job(
@@ -18,6 +17,9 @@ def run_job(
     argv: list[str] | None = None,
 ) -> int:
     """Parses a job's arguments, runs it and prints its summary; user errors exit 2.
+
+    Settings are read only once the arguments parsed (``--help`` works with a bad setting); a
+    user error raised in a Ray task or actor of the job is one line too.
 
     Args:
         module: the job's module, e.g. ``ray_apps.jobs.sweep`` (its ``python -m`` name).
@@ -31,9 +33,9 @@ def run_job(
     )
     add_arguments(parser)
     args = parser.parse_args(argv)
-    try:
+
+    def run_and_print() -> int:
         print(run(args, load_settings()))
-    except UserError as exc:
-        print(f"ray-apps: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_reporting(run_and_print)

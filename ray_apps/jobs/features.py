@@ -27,10 +27,9 @@ from ray_apps.features.compute import ENGINES, ComputeRequest, compute_features
 from ray_apps.features.sources import STORE_INTERVAL, BarsInput
 from ray_apps.features.spec import DEFAULT_SPEC_PATH, load_spec
 from ray_apps.jobs import run_job
-from ray_apps.stack.redis_server import redis_client
 from ray_apps.stores.materialize import materialize_latest
 from ray_apps.stores.offline_actor import offline_store
-from ray_apps.stores.online import OnlineStore
+from ray_apps.stores.online import OnlineStore, redis_client
 
 OPTIONS = {"path": "--input"}
 """Request fields whose option is not ``--`` and the field's name with dashes."""

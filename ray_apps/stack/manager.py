@@ -31,6 +31,7 @@ SERVICE_TYPES: tuple[type[Service], ...] = (
     MlflowServer,
 )
 PIDS_FILE = "stack.json"
+EXTERNAL_TOKEN_FILE = "external_ray_auth_token"
 
 Echo = Callable[[str], None]
 
@@ -65,7 +66,7 @@ def stack_up(settings: Settings, echo: Echo = print) -> list[ServiceStatus]:
         if not svc.managed:
             continue
         record = pids.get(svc.name)
-        if record and processes.is_running(record["pid"], record["create_time"]):
+        if record and _is_ours(settings, record):
             svc.after_start()  # e.g. buckets: also proves the credentials still work
             echo(f"{svc.name:7} already running (pid {record['pid']})")
             continue
@@ -103,10 +104,12 @@ def stack_down(settings: Settings, echo: Echo = print) -> None:
         record = pids.pop(svc.name, None)
         if record is None:
             continue
-        if processes.is_running(record["pid"], record["create_time"]):
+        if _is_ours(settings, record):
             started = time.monotonic()
             processes.stop_group(record["pid"], svc.stop_grace_s)
             echo(f"{svc.name:7} stopped (pid {record['pid']}, {time.monotonic() - started:.1f} s)")
+        elif processes.is_running(record["pid"]):
+            echo(f"{svc.name:7} left alone: pid {record['pid']} is not one this stack started")
         _write_pids(settings, pids)
     if not pids:
         (settings.state_dir / PIDS_FILE).unlink(missing_ok=True)
@@ -121,7 +124,7 @@ def stack_status(settings: Settings) -> list[ServiceStatus]:
         pid = record["pid"] if record else None
         if not svc.managed:
             state = "external, " + ("healthy" if _probe(svc) else "unreachable")
-        elif record and processes.is_running(record["pid"], record["create_time"]):
+        elif record and _is_ours(settings, record):
             state = "healthy" if _probe(svc) else "running, unhealthy"
         else:
             state, pid = "stopped", None
@@ -132,9 +135,19 @@ def stack_status(settings: Settings) -> list[ServiceStatus]:
 
 
 def stack_env(settings: Settings) -> dict[str, str]:
-    """Variables that let ``ray job submit`` and drivers reach and authenticate to the head."""
+    """Variables that let ``ray job submit`` and drivers reach and authenticate to the head.
+
+    They name the token's file, never the token: a token given in the settings (an external
+    cluster's) is written to ``<state_dir>/external_ray_auth_token`` (mode 600) for them.
+    """
     env = {"RAY_ADDRESS": settings.dashboard_url, "RAY_APPS_STATE_DIR": str(settings.state_dir)}
-    return env | settings.ray_env()
+    env |= settings.ray_env()
+    token = env.pop("RAY_AUTH_TOKEN", None)
+    if token is not None:
+        path = settings.state_dir / EXTERNAL_TOKEN_FILE
+        _write_private(path, token)
+        env["RAY_AUTH_TOKEN_PATH"] = str(path)
+    return env
 
 
 def _offline_store_status(settings: Settings) -> ServiceStatus:
@@ -219,6 +232,20 @@ def _ensure_secrets(settings: Settings) -> None:
         with os.fdopen(fd, "w") as fh:
             json.dump(generated, fh)
     apply_generated_secrets(settings)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by this user only (mode 600 before any byte)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def _is_ours(settings: Settings, record: dict) -> bool:
+    """Whether a recorded service process still runs, and is the one this stack started."""
+    return processes.is_ours(record["pid"], record["create_time"], settings.state_dir)
 
 
 def _read_pids(settings: Settings) -> dict[str, dict]:

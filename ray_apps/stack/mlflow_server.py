@@ -9,6 +9,7 @@ from typing_extensions import override
 
 from ray_apps.config import LOOPBACK
 from ray_apps.stack.service import Service
+from ray_apps.stores.objects import s3_env
 
 
 class MlflowServer(Service):
@@ -56,7 +57,7 @@ class MlflowServer(Service):
     def env(self) -> dict[str, str]:
         enabled = "true" if self.settings.mlflow.job_execution else "false"
         return (
-            super().env() | self.settings.s3_env() | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": enabled}
+            super().env() | s3_env(self.settings) | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": enabled}
         )
 
     @override

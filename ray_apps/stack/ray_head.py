@@ -10,10 +10,14 @@ from pathlib import Path
 import requests
 from typing_extensions import override
 
-from ray_apps.config import LOOPBACK
+from ray_apps.config import ENV_PREFIX, LOOPBACK, OTHER_VARIABLES
 from ray_apps.stack.service import Service, find_binary, venv_path_env
 
 GIB = 1024**3
+#: Variables of the caller that must not reach every Ray worker.
+_CREDENTIAL_VARIABLES = frozenset(
+    {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "RAY_AUTH_TOKEN"}
+)
 
 
 class RayHead(Service):
@@ -97,9 +101,20 @@ class RayHead(Service):
 
         The venv's ``bin`` goes first so a job's ``python`` is the venv's; every setting but the
         credentials goes along as ``RAY_APPS_`` variables, so jobs and actors see the same
-        configuration (they read generated credentials from the state folder).
+        configuration. No credential is in it: a process that needs one reads it from the state
+        folder (``load_settings``) or gets a client built with it (Tune's S3 filesystem); MLflow
+        artifacts go through the MLflow server's proxy. The caller's ``AWS_*`` keys and its
+        ``RAY_APPS_`` variables (credentials among them) are dropped: the settings they made are
+        passed on without the credentials, and a job reads those from the state folder or the
+        ``RAY_APPS_CONFIG`` file.
         """
-        env = venv_path_env() | self.settings.ray_env() | self.settings.s3_env()
+        env = {
+            key: value
+            for key, value in venv_path_env().items()
+            if key not in _CREDENTIAL_VARIABLES
+            and (not key.startswith(ENV_PREFIX) or key in OTHER_VARIABLES)
+        }
+        env |= self.settings.ray_env()
         env |= self.settings.public_env()
         env["MLFLOW_TRACKING_URI"] = self.settings.mlflow.uri
         if "RAY_APPS_CONFIG" in env:  # credentials given in the file still reach the workers

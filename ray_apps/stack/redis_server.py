@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 
-import redis
 from typing_extensions import override
 
-from ray_apps.config import Settings
 from ray_apps.stack.service import Service, find_binary
+from ray_apps.stores.online import redis_client
 
 
 class RedisServer(Service):
@@ -67,16 +66,3 @@ class RedisServer(Service):
     def healthy(self) -> bool:
         return bool(redis_client(self.settings).ping())
 
-
-def redis_client(settings: Settings) -> redis.Redis:
-    """A client of the configured Redis."""
-    cfg = settings.redis
-    password = cfg.password.get_secret_value() if cfg.password else None
-    return redis.Redis(
-        host=cfg.host,
-        port=cfg.port,
-        db=cfg.db,
-        password=password,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-    )

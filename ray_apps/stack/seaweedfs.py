@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-from urllib.parse import urlparse
 
-from minio import Minio
-from minio.error import S3Error
 from typing_extensions import override
 
-from ray_apps.config import LOOPBACK, Settings
-from ray_apps.errors import UserError
+from ray_apps.config import LOOPBACK
 from ray_apps.stack.service import Service, find_binary
+from ray_apps.stores.objects import ensure_buckets, object_store_client
 
 #: SeaweedFS puts each server's gRPC port at its HTTP port + 10000.
 GRPC_OFFSET = 10000
-_AUTH_ERRORS = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied"}
 
 
 class SeaweedFS(Service):
@@ -101,36 +97,3 @@ class SeaweedFS(Service):
     def after_start(self) -> None:
         ensure_buckets(self.settings)
 
-
-def object_store_client(settings: Settings) -> Minio:
-    """A MinIO SDK client for the configured S3 endpoint."""
-    s3 = settings.s3
-    if s3.access_key is None or s3.secret_key is None:
-        raise UserError(
-            "no S3 credentials: run `ray-apps stack up` or set RAY_APPS_S3__ACCESS_KEY "
-            "and RAY_APPS_S3__SECRET_KEY"
-        )
-    endpoint = urlparse(s3.url)
-    return Minio(
-        endpoint.netloc,
-        access_key=s3.access_key.get_secret_value(),
-        secret_key=s3.secret_key.get_secret_value(),
-        secure=endpoint.scheme == "https",
-        region=s3.region,
-    )
-
-
-def ensure_buckets(settings: Settings) -> None:
-    """Create the platform's buckets where missing; wrong credentials are a user error."""
-    client = object_store_client(settings)
-    try:
-        for bucket in settings.s3.buckets:
-            if not client.bucket_exists(bucket):
-                client.make_bucket(bucket)
-    except S3Error as exc:
-        if exc.code in _AUTH_ERRORS:
-            raise UserError(
-                f"s3: {settings.s3.url} rejected the credentials ({exc.code}); check "
-                "RAY_APPS_S3__ACCESS_KEY and RAY_APPS_S3__SECRET_KEY"
-            ) from exc
-        raise

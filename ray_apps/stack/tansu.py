@@ -11,6 +11,7 @@ from typing_extensions import override
 from ray_apps.config import LOOPBACK
 from ray_apps.errors import UserError
 from ray_apps.stack.service import Service
+from ray_apps.stores.objects import s3_env
 
 
 class TansuBroker(Service):
@@ -53,7 +54,7 @@ class TansuBroker(Service):
 
     @override
     def env(self) -> dict[str, str]:
-        env = super().env() | self.settings.s3_env()
+        env = super().env() | s3_env(self.settings)
         return env | {"AWS_ENDPOINT": self.settings.s3.url, "AWS_ALLOW_HTTP": "true"}
 
     @override

@@ -12,7 +12,23 @@ import pyarrow as pa
 import redis
 from pydantic import BaseModel
 
+from ray_apps.config import Settings
 from ray_apps.errors import UserError
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """A client of the configured Redis."""
+    cfg = settings.redis
+    password = cfg.password.get_secret_value() if cfg.password else None
+    return redis.Redis(
+        host=cfg.host,
+        port=cfg.port,
+        db=cfg.db,
+        password=password,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+    )
+
 
 KEY_PREFIX = "ray_apps:features:"
 _WRITE_IF_NEWER = """

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 import pyarrow.fs
 import ray
@@ -32,6 +31,7 @@ from ray_apps.config import Settings
 from ray_apps.errors import UserError
 from ray_apps.models.catalog import model_class
 from ray_apps.models.pyfunc import ScorePyfunc
+from ray_apps.stores.objects import s3_filesystem
 from ray_apps.stores.offline_actor import offline_store
 from ray_apps.training.dataset import TrainingData, load_training_data
 from ray_apps.training.registry import (
@@ -67,16 +67,7 @@ TUNE_PREFIX = "tune"
 
 def tune_storage(settings: Settings) -> tuple[str, pyarrow.fs.S3FileSystem]:
     """(storage path ``BUCKET/tune``, the S3 filesystem) for Tune's experiment state."""
-    endpoint = urlparse(settings.s3.url)
-    s3 = settings.s3
-    filesystem = pyarrow.fs.S3FileSystem(
-        endpoint_override=endpoint.netloc,
-        scheme=endpoint.scheme or "http",
-        access_key=s3.access_key.get_secret_value() if s3.access_key else None,
-        secret_key=s3.secret_key.get_secret_value() if s3.secret_key else None,
-        region=s3.region,
-    )
-    return f"{s3.data_bucket}/{TUNE_PREFIX}", filesystem
+    return f"{settings.s3.data_bucket}/{TUNE_PREFIX}", s3_filesystem(settings)
 
 
 def latest_run(spec: SweepSpec, settings: Settings) -> str | None:

@@ -15,6 +15,21 @@ from ray_apps.config import Settings, settings_env
 from ray_apps.stack.isolated import isolated_overrides
 
 BIN = Path(sys.executable).parent
+HERE = Path(__file__).parent
+#: A hang guard for each integration test (stack start-up included), not a speed limit.
+INTEGRATION_TIMEOUT_S = 900
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration ``integration``, with a generous timeout.
+
+    ``pytest -m "not integration"`` is then the quick loop; the timeout (pytest-timeout) turns a
+    hung server or driver into a failure instead of a stuck run.
+    """
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.timeout(INTEGRATION_TIMEOUT_S))
 
 
 def stack_overrides(state_dir: Path) -> dict:

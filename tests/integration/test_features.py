@@ -13,8 +13,7 @@ from ray_apps.features.spec import load_spec
 from ray_apps.marketdata.loaders import load_sp500_panel
 from ray_apps.marketdata.synthetic import SyntheticSpec, generate_bars
 from ray_apps.marketdata.validation import validate_bars
-from ray_apps.stack.redis_server import redis_client
-from ray_apps.stores.online import OnlineStore
+from ray_apps.stores.online import OnlineStore, redis_client
 
 from .conftest import BIN
 

@@ -2,6 +2,7 @@
 
 import json
 import socket
+import sys
 import time
 
 import psutil
@@ -10,9 +11,9 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from ray_apps.stack.seaweedfs import object_store_client
+from ray_apps.stores.objects import object_store_client
 
-from .conftest import Stack, stack_overrides
+from .conftest import BIN, Stack, stack_overrides
 
 SERVICES = ("s3", "redis", "ray", "kafka", "mlflow")
 
@@ -32,6 +33,33 @@ def test_status_lists_every_service_healthy_and_no_secret(stack):
     everything = stack.ok("stack", "status") + stack.ok("stack", "env")
     for secret in (*secrets.values(), token):
         assert secret not in everything
+
+
+WORKER_ENV = """
+import json, os, ray
+from ray_apps._private.ray_cluster import connect_ray
+from ray_apps.config import load_settings
+connect_ray(load_settings())
+print("ENV", json.dumps(ray.get(ray.remote(lambda: dict(os.environ)).remote())))
+"""
+
+
+def test_ray_workers_and_job_drivers_hold_no_credential(stack):
+    worker = stack.run(sys.executable, "-c", WORKER_ENV)
+    assert worker.returncode == 0, worker.stderr
+    job = stack.run(
+        str(BIN / "ray"), "job", "submit", "--", "python", "-c",
+        "import json, os; print('ENV', json.dumps(dict(os.environ)))",
+        env=stack.job_env(),
+    )
+    assert job.returncode == 0, job.stdout + job.stderr
+    secrets = json.loads((stack.settings.state_dir / "secrets.json").read_text())
+    for output in (worker.stdout, job.stdout):
+        env = json.loads(next(line for line in output.splitlines() if line.startswith("ENV "))[4:])
+        assert env["RAY_APPS_STATE_DIR"] == str(stack.settings.state_dir)  # the sanity check
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & env.keys()
+        for secret in secrets.values():
+            assert secret not in json.dumps(env)
 
 
 def test_credentials_and_token_files_are_private(stack):

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from ray_apps._private.ray_cluster import connect_ray
 from ray_apps.features.spec import load_spec
 from ray_apps.models.pyfunc import ScorePyfunc
-from ray_apps.stack.seaweedfs import object_store_client
+from ray_apps.stores.objects import object_store_client
 from ray_apps.stores.offline_actor import offline_store
 from ray_apps.training.dataset import DataConfig, load_training_data
 from ray_apps.training.registry import fit_final, held_out_rows

@@ -59,3 +59,44 @@ def test_external_services_take_their_urls(tmp_path):
         state_dir=tmp_path, kafka={"managed": False, "bootstrap_servers": "k1:9092,k2:9092"}
     )
     assert settings.kafka.servers == "k1:9092,k2:9092"
+
+
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        ("RAY_APPS_REDIS__PROT", "RAY_APPS_REDIS__PROT: no such setting (redis has managed, "),
+        ("RAY_APPS_STAT_DIR", "RAY_APPS_STAT_DIR: no such setting (settings are state_dir, "),
+        ("RAY_APPS_STATE_DIR__X", "RAY_APPS_STATE_DIR__X: no such setting (state_dir is a value"),
+    ],
+)
+def test_a_variable_that_names_no_setting_is_rejected(variable, message, monkeypatch):
+    monkeypatch.setenv(variable, "1")
+    with pytest.raises(UserError) as error:
+        load_settings()
+    assert str(error.value).startswith(message)
+
+
+def test_the_yaml_file_and_the_debug_switch_are_not_settings(tmp_path, monkeypatch):
+    config = tmp_path / "c.yaml"
+    config.write_text("redis:\n  port: 7001\n")
+    monkeypatch.setenv("RAY_APPS_CONFIG", str(config))
+    monkeypatch.setenv("RAY_APPS_DEBUG", "1")
+    assert load_settings(state_dir=tmp_path).redis.port == 7001
+
+
+def test_a_bad_value_from_the_yaml_file_names_the_file(tmp_path, monkeypatch):
+    config = tmp_path / "c.yaml"
+    config.write_text("redis:\n  port: abc\n")
+    monkeypatch.setenv("RAY_APPS_CONFIG", str(config))
+    with pytest.raises(UserError, match=rf"^setting redis.port \(in {config}\): Input should"):
+        load_settings()
+
+
+def test_every_bad_value_is_named_on_one_line(monkeypatch):
+    monkeypatch.setenv("RAY_APPS_REDIS__PORT", "abc")
+    monkeypatch.setenv("RAY_APPS_KAFKA__PORT", "xyz")
+    with pytest.raises(UserError) as error:
+        load_settings()
+    text = str(error.value)
+    assert "\n" not in text
+    assert "RAY_APPS_REDIS__PORT" in text and "RAY_APPS_KAFKA__PORT" in text

@@ -10,7 +10,7 @@ from ray_apps.cli._table import format_table
 from ray_apps.config import load_settings
 from ray_apps.features.spec import DEFAULT_SPEC_PATH, load_spec
 from ray_apps.jobs.features import add_arguments, run_action
-from ray_apps.stores.online import OnlineStore, redis_client
+from ray_apps.stores.online import online_store
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -39,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _online(args: argparse.Namespace) -> int:
-    vector = OnlineStore(redis_client(load_settings())).read(args.symbol)
+    vector = online_store(load_settings()).read(args.symbol)
     if vector is None:
         print(f"no online features for {args.symbol}; run `ray-apps features materialize`")
         return 1

@@ -29,7 +29,7 @@ from ray_apps.features.spec import DEFAULT_SPEC_PATH, load_spec
 from ray_apps.jobs import run_job
 from ray_apps.stores.materialize import materialize_latest
 from ray_apps.stores.offline_actor import offline_store
-from ray_apps.stores.online import OnlineStore, redis_client
+from ray_apps.stores.online import online_store
 
 OPTIONS = {"path": "--input"}
 """Request fields whose option is not ``--`` and the field's name with dashes."""
@@ -114,7 +114,7 @@ def run_action(args: argparse.Namespace, settings: Settings) -> str:
     connect_ray(settings)
     summary = materialize_latest(
         offline_store(settings),
-        OnlineStore(redis_client(settings)),
+        online_store(settings),
         spec.version,
         spec.fingerprint,
         spec.columns,

@@ -119,3 +119,8 @@ def _iso(ts: object) -> str:
     if len(text) != 27:
         raise UserError(f"online store: time {ts} is out of range")
     return text
+
+
+def online_store(settings: Settings) -> OnlineStore:
+    """The configured online store (``redis.pipeline_size`` vectors per round trip)."""
+    return OnlineStore(redis_client(settings), pipeline_size=settings.redis.pipeline_size)

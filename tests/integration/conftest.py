@@ -15,6 +15,7 @@ from ray_apps.config import Settings, settings_env
 from ray_apps.stack.isolated import isolated_overrides
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent
 #: A hang guard for each integration test (stack start-up included), not a speed limit.
 INTEGRATION_TIMEOUT_S = 900
@@ -53,14 +54,19 @@ class Stack:
             for k, v in os.environ.items()
             if not k.startswith(("RAY_APPS_", "RAY_AUTH", "RAY_ADDRESS"))
         }
-        self.env = clean | settings_env(self.overrides) | {"PATH": f"{BIN}:{os.environ['PATH']}"}
+        # The repository root on the path: Ray workers import test-only models from tests/.
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+        self.env = clean | settings_env(self.overrides) | {
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+            "PYTHONPATH": path,
+        }
 
     @property
     def settings(self) -> Settings:
         return Settings(**self.overrides)
 
     def run(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+        self, *args: str, env: dict[str, str] | None = None, timeout: float | None = None
     ) -> subprocess.CompletedProcess:
         """Run a command with this stack's settings; output is text."""
         return subprocess.run(

@@ -98,8 +98,7 @@ def test_sweep_killed_then_resumed_registers_a_model_that_reloads_identically(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     killed_with: list = []
-    deadline = time.monotonic() + 300
-    while driver.poll() is None and time.monotonic() < deadline:
+    while driver.poll() is None:
         _, children = runs_of(client, "it-mlp")
         done = [r for r in trials(children) if r.info.status == "FINISHED"]
         going = [r for r in trials(children)
@@ -110,7 +109,7 @@ def test_sweep_killed_then_resumed_registers_a_model_that_reloads_identically(
             cut = going[0]
             break
         time.sleep(0.2)
-    driver.wait(30)
+    driver.wait()
     assert killed_with, "the sweep ended before one trial finished and another was mid-way"
     parent, children = runs_of(client, "it-mlp")
     assert parent.info.status == "RUNNING"  # its driver died

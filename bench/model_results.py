@@ -3,7 +3,9 @@
 Runs each ``tune/*.yaml`` spec at label horizons 1 and 5 bars on the S&P 500 panel (the spec's
 own search, scheduler and samples), registers each best model (``NAME-h1``, ``NAME-h5``), and
 prints the held-out test-period metrics as a Markdown table. The test period is scored once
-per sweep, after the search. Needs the stack: ``ray-apps stack up``.
+per sweep, after the search. Every sweep reads the stored features of the panel (the first
+computes them with Ray Data). Needs the stack with the panel ingested: ``ray-apps stack up &&
+ray-apps ingest --source sp500-panel``.
 
     python bench/model_results.py [--horizons 1 5] [--models momentum ridge mlp ...]
 """

@@ -15,18 +15,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ray_apps.marketdata.validation import value_rules
+from ray_apps.marketdata.validation import REASONS, value_rules
 
-#: The reasons a typed bar can fail, in rule order (``validate_bars``'s names).
-VALUE_REASONS = (
-    "missing_symbol",
-    "unparseable_ts",
-    "non_finite_price",
-    "non_positive_price",
-    "non_finite_volume",
-    "negative_volume",
-    "high_below_open_close",
-    "low_above_open_close",
+#: The reasons a typed bar can fail, in rule order: the quarantine's, less those about the
+#: raw file (its columns and interval text) and the ingest's duplicate rule.
+VALUE_REASONS = tuple(
+    r for r in REASONS if r not in ("unknown_column", "invalid_interval", "duplicate_symbol_ts")
 )
 _REASON_NAMES = np.array(["", *VALUE_REASONS], dtype=object)
 _CODE = {reason: code for code, reason in enumerate(_REASON_NAMES)}

@@ -21,19 +21,19 @@ OfflineStoreHandle = ActorHandle[OfflineStore]
 """A handle of the offline-store actor: ``OfflineStore``'s methods, called with ``.remote``."""
 
 
-class _SettingsOfflineStore(OfflineStore):
-    """The store opened from the settings the actor's process sees."""
+class OfflineStoreActor(OfflineStore):
+    """The store opened from the settings the actor's process sees (the dashboard's name)."""
 
     def __init__(self) -> None:
         super().__init__(load_settings())
 
 
-_OfflineStoreActor = ray.remote(num_cpus=0, max_restarts=-1)(_SettingsOfflineStore)
+_remote_store = ray.remote(num_cpus=0, max_restarts=-1)(OfflineStoreActor)
 
 
 def offline_store(settings: Settings) -> OfflineStoreHandle:
     """The cluster's offline-store actor, started on first use."""
-    return _OfflineStoreActor.options(
+    return _remote_store.options(
         name=ACTOR_NAME,
         namespace=settings.ray.namespace,
         lifetime="detached",

@@ -107,8 +107,7 @@ def train_trial(config: dict[str, Any], data: TrainingData, setup: TrialSetup) -
     )
     if created:
         log_params(client, run_id, {"model": setup.model, **params})
-    trial_folder = posixpath.join(setup.storage, Path(context.get_trial_dir()).name)
-    checkpoint = newest_checkpoint(setup.filesystem, trial_folder)
+    checkpoint = newest_checkpoint(setup.filesystem, setup.storage, trial_id)
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             models = pickle.loads((Path(folder) / CHECKPOINT_FILE).read_bytes())
@@ -137,16 +136,38 @@ def train_trial(config: dict[str, Any], data: TrainingData, setup: TrialSetup) -
 
 
 def newest_checkpoint(
-    filesystem: pyarrow.fs.FileSystem, trial_folder: str
+    filesystem: pyarrow.fs.FileSystem, storage: str, trial_id: str
 ) -> tune.Checkpoint | None:
     """The newest complete checkpoint the trial saved, or None for a trial that saved none.
 
     Looked up in storage rather than taken from Tune: Tune's experiment state on S3 is written
     every few seconds, so after the driver is killed it may name an older checkpoint than the
     trial last saved, and with actor reuse a restored function trial is handed none at all.
-    Starting from the newest saved one means no saved epoch is trained twice, and a trial that
-    had finished is not retrained.
+    The trial's folders are found by its id: a trial that had started after the last state
+    snapshot gets a new folder when restored (Tune dates its name), so its earlier folder
+    holds its checkpoints. Starting from the newest saved one means no saved epoch is trained
+    twice, and a trial that had finished is not retrained.
+
+    Args:
+        filesystem: the experiment's storage filesystem.
+        storage: the experiment's folder (one sub-folder per trial start).
+        trial_id: the trial's id (part of each of its folder names).
     """
+    entries = filesystem.get_file_info(pyarrow.fs.FileSelector(storage, allow_not_found=True))
+    folders = sorted(  # names differ only by their start time (or a suffix Tune adds)
+        entry.path
+        for entry in entries
+        if entry.type == pyarrow.fs.FileType.Directory and f"_{trial_id}_" in entry.base_name
+    )
+    for folder in reversed(folders):
+        found = _newest_in(filesystem, folder)
+        if found is not None:
+            return found
+    return None
+
+
+def _newest_in(filesystem: pyarrow.fs.FileSystem, trial_folder: str) -> tune.Checkpoint | None:
+    """The newest checkpoint of one trial folder whose models file was written whole."""
     entries = filesystem.get_file_info(pyarrow.fs.FileSelector(trial_folder, allow_not_found=True))
     saved = sorted(
         entry.path

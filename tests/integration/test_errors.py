@@ -2,28 +2,36 @@
 
 from .conftest import BIN
 
+REPEATED = "ray-apps: bars repeat (symbol, ts) = (A, 2024-01-03 00:00:00+00:00)"
 
-def test_a_user_error_in_the_offline_store_actor_is_one_line(stack, tmp_path):
-    spec = tmp_path / "never-computed.yaml"
-    spec.write_text('version: "never"\nfeatures:\n  - {name: sma, n: 7777}\n')
-    done = stack.cli("features", "materialize", "--spec", str(spec))
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert done.stderr == (
-        "ray-apps: offline store: no feature column(s) ['sma_7777']; compute them first\n"
+
+def repeated_bars(tmp_path):
+    """A bars file whose symbol A repeats one time: the Ray Data read task refuses it."""
+    lines = ["symbol,ts,open,high,low,close,volume"]
+    lines += [f"A,2024-01-{day:02d},10,11,9,10.5,100" for day in range(1, 29)]
+    lines.append("A,2024-01-03,10,11,9,10.5,100")
+    path = tmp_path / "repeated.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_user_error_in_a_ray_data_task_is_one_line(stack, tmp_path):
+    done = stack.cli(
+        "features", "compute", "--engine", "ray", "--input", str(repeated_bars(tmp_path)),
+        "--output", str(tmp_path / "out.parquet"),
     )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(REPEATED), done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
 
 
 def test_the_same_error_in_a_submitted_job_is_one_line_in_its_log(stack, tmp_path):
-    spec = tmp_path / "never-computed.yaml"
-    spec.write_text('version: "never"\nfeatures:\n  - {name: sma, n: 7777}\n')
     done = stack.run(
         str(BIN / "ray"), "job", "submit", "--",
-        "python", "-m", "ray_apps.jobs.features", "materialize", "--spec", str(spec),
+        "python", "-m", "ray_apps.jobs.features", "compute", "--engine", "ray",
+        "--input", str(repeated_bars(tmp_path)), "--output", str(tmp_path / "out.parquet"),
         env=stack.job_env(),
     )
     assert done.returncode != 0, done.stdout + done.stderr
-    assert (
-        "ray-apps: offline store: no feature column(s) ['sma_7777']; compute them first\n"
-        in done.stdout
-    )
+    assert REPEATED in done.stdout
     assert "Traceback" not in done.stdout + done.stderr

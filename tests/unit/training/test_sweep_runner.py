@@ -56,7 +56,7 @@ def test_scheduler_search_and_epochs_follow_the_spec():
 
 
 def test_resume_starts_from_the_newest_complete_checkpoint(tmp_path):
-    trial = tmp_path / "trial"
+    trial = tmp_path / "train_trial_ab12c_00001_1_lr=0.01_2026-11-26_01-00-00"
     for number, complete in [(1, True), (2, True), (3, False)]:
         folder = trial / f"checkpoint_{number:06d}"
         folder.mkdir(parents=True)
@@ -64,8 +64,19 @@ def test_resume_starts_from_the_newest_complete_checkpoint(tmp_path):
             (folder / CHECKPOINT_FILE).write_bytes(b"x")
     (trial / "result.json").write_text("{}")
     local = pyarrow.fs.LocalFileSystem()
-    assert newest_checkpoint(local, str(trial)).path.endswith("checkpoint_000002")
-    assert newest_checkpoint(local, str(tmp_path / "new-trial")) is None
+    found = newest_checkpoint(local, str(tmp_path), "ab12c_00001")
+    assert found.path.endswith(f"{trial.name}/checkpoint_000002")
+    assert newest_checkpoint(local, str(tmp_path), "ab12c_00002") is None
+    # Restored after the last state snapshot, the trial starts in a newly dated folder: until
+    # that one holds a checkpoint, the earlier folder's newest is the one to go on from.
+    restarted = tmp_path / "train_trial_ab12c_00001_1_lr=0.01_2026-11-26_02-00-00"
+    restarted.mkdir()
+    assert newest_checkpoint(local, str(tmp_path), "ab12c_00001").path == found.path
+    (restarted / "checkpoint_000000").mkdir()
+    (restarted / "checkpoint_000000" / CHECKPOINT_FILE).write_bytes(b"x")
+    assert newest_checkpoint(local, str(tmp_path), "ab12c_00001").path.endswith(
+        f"{restarted.name}/checkpoint_000000"
+    )
 
 
 def test_a_gpu_shortfall_fails_before_data_mlflow_or_any_run(monkeypatch):

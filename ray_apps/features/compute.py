@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import ray
 from pydantic import BaseModel, ConfigDict, Field
 
+from ray_apps._private.ray_data_console import quiet_ray_data_console
 from ray_apps.errors import UserError
 from ray_apps.features.batch import normalize_bars, output_schema
 from ray_apps.features.engines.incremental import IncrementalEngine, replay
@@ -125,6 +126,7 @@ class EngineRun:
 def _ray_blocks(run: EngineRun) -> Iterator[pa.Table]:
     from ray_apps.features.engines.ray_data import RejectTally, feature_dataset
 
+    quiet_ray_data_console()
     tally = RejectTally.remote()
     dataset = feature_dataset(
         run.request.source, run.spec, run.store, run.request.parallelism, run.counts, tally

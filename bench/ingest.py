@@ -8,11 +8,8 @@ the same N symbols x M bars:
 
     python bench/ingest.py [--symbols 500] [--bars 20000]
 
-Measured 2026-11-26, 10M rows, 2 cores shared with four other engineers' test stacks (load
-average 5-9): sequential baseline 49.9 s (0.20 M rows/s), ray-apps ingest 36.1 s (0.28 M
-rows/s), 1.38x. On that box every single-process stage ran 3-5x below its quiet-machine speed
-(insert 0.47 M rows/s against 3.25 M in the design notes), so the absolute figure is not a
-quiet-machine one; rerun when the cores are free.
+Measured 2026-11-26, 10M rows, idle 2-core machine, one run: bulk insert alone 3.28 M rows/s,
+sequential baseline 1.20 M rows/s, ray-apps ingest 1.14 M rows/s (0.95x the baseline).
 """
 
 from __future__ import annotations

@@ -34,7 +34,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16)
     args = parser.parse_args()
     spec = load_sweep_spec(args.spec)
-    spec = spec.model_copy(update={"name": f"bench-{spec.name}", "num_samples": args.samples})
+    registry = spec.registry.model_copy(update={"name": f"bench-{spec.registry.name}"})
+    spec = spec.model_copy(
+        update={"name": f"bench-{spec.name}", "num_samples": args.samples, "registry": registry}
+    )
     settings = load_settings()
     result = run_sweep(spec, settings, echo=lambda _: None)
     cpus = ray.cluster_resources().get("CPU", 0)

@@ -78,7 +78,9 @@ def main() -> None:
     print(f"{'store, features missing (Ray Data computes, stores)':<52} {computed_s:7.2f} s")
     print(f"{'store, features stored':<52} {stored_s:7.2f} s")
 
-    result = run_sweep(spec.model_copy(update={"name": f"bench-{spec.name}"}), settings, echo=quiet)
+    registry = spec.registry.model_copy(update={"name": f"bench-{spec.registry.name}"})
+    bench_spec = spec.model_copy(update={"name": f"bench-{spec.name}", "registry": registry})
+    result = run_sweep(bench_spec, settings, echo=quiet)
     print(f"whole sweep {args.spec} reading the store: {result.seconds:.1f} s "
           f"(Tune {result.tune_seconds:.1f} s)")
 

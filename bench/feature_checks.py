@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import time
-from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from features import best_rate  # bench/features.py, beside this script
 
 from ray_apps.features import kernels
 from ray_apps.features.bar_checks import bar_verdicts
@@ -29,16 +28,6 @@ from ray_apps.features.spec import load_spec
 from ray_apps.marketdata.synthetic import SyntheticSpec, generate_bars
 
 SPEC = load_spec()
-
-
-def best_rate(rows: int, run: Callable[[], object], repeats: int = 3) -> float:
-    """Rows per second of the fastest of ``repeats`` runs."""
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return rows / best
 
 
 def incremental_rates(table: pa.Table) -> tuple[float, float, float]:

@@ -225,6 +225,26 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def _sweep_result(
+    spec: SweepSpec,
+    settings: Settings,
+    run_name: str,
+    experiment_id: str,
+    parent_id: str,
+    **fields: Any,
+) -> SweepResult:
+    """The result of one sweep run: where its checkpoints and MLflow runs are, plus ``fields``."""
+    root, _ = tune_storage(settings)
+    return SweepResult(
+        run_name=run_name,
+        storage=f"{root}/{run_name}",
+        parent_run_id=parent_id,
+        metric=spec.metric,
+        mlflow_url=f"{settings.mlflow.uri}/#/experiments/{experiment_id}/runs/{parent_id}",
+        **fields,
+    )
+
+
 def run_sweep(
     spec: SweepSpec, settings: Settings, resume: bool = False, echo: Echo = print
 ) -> SweepResult:
@@ -304,13 +324,8 @@ def run_sweep(
     tune_started = time.monotonic()
     results = tuner.fit()
     tune_seconds = time.monotonic() - tune_started
-    result = SweepResult(
-        run_name=run_name,
-        storage=f"{root}/{run_name}",
-        parent_run_id=parent_id,
-        metric=spec.metric,
-        mlflow_url=f"{settings.mlflow.uri}/#/experiments/{experiment_id}/runs/{parent_id}",
-        tune_seconds=tune_seconds,
+    result = _sweep_result(
+        spec, settings, run_name, experiment_id, parent_id, tune_seconds=tune_seconds
     )
     result.trials = _trial_rows(results, spec.metric)
     finished = [row for row in result.trials if row.status != "ERROR"]
@@ -369,13 +384,8 @@ def finished_sweep(
     if final.info.status != RunStatus.to_string(RunStatus.FINISHED) or not versions:
         return None
     version = str(max(int(v.version) for v in versions))
-    root, _ = tune_storage(settings)
-    result = SweepResult(
-        run_name=run_name,
-        storage=f"{root}/{run_name}",
-        parent_run_id=parent_id,
-        metric=spec.metric,
-        mlflow_url=f"{settings.mlflow.uri}/#/experiments/{experiment_id}/runs/{parent_id}",
+    result = _sweep_result(
+        spec, settings, run_name, experiment_id, parent_id,
         test={k: v for k, v in final.data.metrics.items() if k.startswith("test_")},
         registered=Registered(
             spec.registry.name, version, spec.registry.alias, final_id,

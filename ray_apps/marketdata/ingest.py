@@ -31,8 +31,10 @@ from ray_apps.marketdata.store_writer import StoreWriter
 from ray_apps.marketdata.synthetic import SyntheticSpec, generate_bars
 from ray_apps.marketdata.validation import ValidationResult, validate_bars
 
-#: Rows each synthetic generation task produces (at most).
-TASK_ROWS = 500_000
+#: Rows each synthetic generation task produces (at most). Each block becomes one part of the
+#: ``bars`` table: 1M-row parts leave the engine half the merging of 500k-row ones (measured on
+#: 10M rows: 1.3-1.5x the end-to-end rate; 2M-row tasks fill the pipeline too slowly).
+TASK_ROWS = 1_000_000
 #: Synthetic tasks running or finished but not yet handed to the store, at most.
 TASKS_AHEAD = 3
 

@@ -18,7 +18,7 @@ from ray.exceptions import RayActorError
 
 from ray_apps.errors import UserError
 
-#: Blocks whose inserts may be outstanding at once (memory: one block is ~28 MB per 500k rows).
+#: Blocks whose inserts may be outstanding at once (memory: one block is ~56 MB per 1M rows).
 MAX_IN_FLIGHT = 3
 #: Times Ray itself re-sends a call that the actor's death interrupted (it waits for the
 #: restart); a call made while the actor is restarting fails at once, hence also:

@@ -115,6 +115,47 @@ class KafkaSettings(_Section):
         return self.bootstrap_servers or f"{LOOPBACK}:{self.port}"
 
 
+class StreamSettings(_Section):
+    """Topics, consumer group and micro-batches of the streaming path (``ray-apps stream``)."""
+
+    ticks_topic: str = Field("ticks", description="Trades: symbol, ts, price, size.")
+    bars_topic: str = Field("bars", description="OHLCV bars with their interval.")
+    predictions_topic: str = Field("predictions", description="Scores published by serving.")
+    dead_letter_suffix: str = Field(
+        ".dead-letters", description="Each input topic's dead-letter topic is its name + this."
+    )
+    partitions: PositiveInt = Field(4, description="Partitions of each topic the platform creates.")
+    group_id: str = Field("ray-apps-stream", description="Consumer group of the stream consumers.")
+    interval: str = Field(
+        "1m", pattern=r"^[1-9][0-9]*(s|m|h|d|w)$", description="Bar interval ticks make."
+    )
+    batch_messages: PositiveInt = Field(5000, description="Most messages in one micro-batch.")
+    batch_timeout_ms: PositiveInt = Field(100, description="Longest wait to fill a micro-batch.")
+    window: PositiveInt = Field(
+        20,
+        description="Feature vectors kept per symbol in the online store (the largest "
+        "`lookback` of the window models in tune/).",
+    )
+    late_tolerance_s: float = Field(
+        0.0,
+        ge=0,
+        description="A message this many seconds or less behind its symbol's last bar is a "
+        "replay (skipped and counted); further behind, it is a dead letter.",
+    )
+    session_timeout_ms: PositiveInt = Field(
+        6000,
+        description="Consumer group session timeout; the local broker takes half of it to "
+        "join a group (Kafka's default 45000 suits a production cluster).",
+    )
+    feature_spec: Path | None = Field(
+        None, description="Feature spec the consumers compute; default data/features.yaml."
+    )
+
+    def dead_letter_topic(self, topic: str) -> str:
+        """The dead-letter topic of an input topic."""
+        return topic + self.dead_letter_suffix
+
+
 class MlflowSettings(_Section):
     """The MLflow tracking server and model registry."""
 
@@ -158,6 +199,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     s3: S3Settings = S3Settings()
     kafka: KafkaSettings = KafkaSettings()
+    stream: StreamSettings = StreamSettings()
     mlflow: MlflowSettings = MlflowSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
 

@@ -1,0 +1,1 @@
+"""The streaming path: Kafka to online features (Redis) and the offline store, on Ray actors."""

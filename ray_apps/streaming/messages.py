@@ -1,0 +1,188 @@
+"""The messages on the platform's topics, in one place: schemas, encoding, decoding, reasons.
+
+Messages are JSON objects with a schema version ``v``, keyed by symbol (so one symbol's
+messages stay in order on one partition). Times are ISO-8601 with a zone (``Z`` for UTC);
+prices are finite and positive, sizes and volumes finite (sizes positive, volumes not
+negative). Unknown fields are ignored, so producers may add fields without a new version.
+
+``ticks`` (trades)::
+
+    {"v": 1, "symbol": "AAPL", "ts": "2024-01-02T14:30:00.125Z", "price": 187.15, "size": 100}
+
+``bars`` (OHLCV; ``ts`` is the bar's open time)::
+
+    {"v": 1, "symbol": "AAPL", "interval": "1m", "ts": "2024-01-02T14:30:00Z",
+     "open": 187.1, "high": 187.3, "low": 187.0, "close": 187.15, "volume": 12500}
+
+A message that does not parse or breaks the schema goes to the input topic's dead-letter topic
+with its original key and payload, and headers naming the reason (one of :data:`REASONS`), a
+detail, and where it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+#: The schema version producers write and consumers accept.
+SCHEMA_VERSION = 1
+
+Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Symbol = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^\S+$")]
+
+
+class TickMessage(BaseModel):
+    """One trade on the ``ticks`` topic."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: Literal[1] = SCHEMA_VERSION
+    symbol: Symbol
+    ts: AwareDatetime
+    price: Price
+    size: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class BarMessage(BaseModel):
+    """One OHLCV bar on the ``bars`` topic (``ts``: the bar's open time)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: Literal[1] = SCHEMA_VERSION
+    symbol: Symbol
+    interval: Annotated[str, Field(pattern=r"^[1-9][0-9]*(s|m|h|d|w)$")]
+    ts: AwareDatetime
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+MessageKind = Literal["ticks", "bars"]
+MODELS: dict[MessageKind, type[BaseModel]] = {"ticks": TickMessage, "bars": BarMessage}
+
+#: Why a message became a dead letter. The bar rules of ingest validation
+#: (``features.bar_checks.VALUE_REASONS``, e.g. ``high_below_low``) are reasons too.
+REASONS = (
+    "unparseable",  # not JSON, or not a JSON object
+    "unknown_schema_version",  # ``v`` missing or not one this consumer reads
+    "missing_field",
+    "bad_type",  # a field of the wrong type (text for a number, a time without a zone...)
+    "non_positive_price",  # or not finite
+    "non_positive_size",  # or not finite
+    "negative_volume",  # or not finite
+    "bad_field",  # any other field that breaks the schema (empty symbol, unknown interval...)
+    "late",  # behind the symbol's last bar by more than ``stream.late_tolerance_s``
+)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message refused by a consumer, and why."""
+
+    reason: str
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        """Kafka headers of the dead-letter message (its value is the original payload)."""
+        return [
+            ("reason", self.reason.encode()),
+            ("detail", self.detail.encode()),
+            ("source_topic", self.topic.encode()),
+            ("source_partition", str(self.partition).encode()),
+            ("source_offset", str(self.offset).encode()),
+        ]
+
+
+def parse(kind: MessageKind, payload: bytes | None) -> BaseModel | tuple[str, str]:
+    """One message as its model, or ``(reason, detail)`` when it breaks the schema."""
+    model = MODELS[kind]
+    try:
+        return model.model_validate_json(payload or b"")
+    except ValidationError as error:
+        return _reason(kind, payload, error)
+
+
+def _reason(kind: MessageKind, payload: bytes | None, error: ValidationError) -> tuple[str, str]:
+    """The reason (and a one-line detail) for the first problem of a refused message."""
+    problems = error.errors(include_url=False, include_input=False)
+    if any(p["type"] == "json_invalid" for p in problems) or _not_object(payload):
+        return "unparseable", "not a JSON object"
+    version = [p for p in problems if p["loc"][:1] == ("v",)]
+    if version:
+        return "unknown_schema_version", f"v must be {SCHEMA_VERSION}"
+    first = problems[0]
+    field = ".".join(str(part) for part in first["loc"])
+    detail = f"{field}: {first['msg']}"
+    if first["type"] == "missing":
+        return "missing_field", detail
+    if first["type"].endswith(("_type", "_parsing", "timezone_aware")):
+        return "bad_type", detail
+    if field in ("open", "high", "low", "close", "price"):
+        return "non_positive_price", detail
+    if field == "size":
+        return "non_positive_size", detail
+    if field == "volume":
+        return "negative_volume", detail
+    return "bad_field", detail
+
+
+def _not_object(payload: bytes | None) -> bool:
+    try:
+        return not isinstance(json.loads(payload or b""), dict)
+    except ValueError:
+        return True
+
+
+def encode_bars(bars: pa.Table) -> list[bytes]:
+    """``bars`` messages for the rows of a bar table (``BAR_COLUMNS``), in row order."""
+    times = _iso_times(bars.column("ts"))
+    columns = [bars.column(c).to_pylist() for c in ("symbol", "interval")]
+    prices = [bars.column(c).to_pylist() for c in ("open", "high", "low", "close", "volume")]
+    return [
+        (
+            f'{{"v":{SCHEMA_VERSION},"symbol":{json.dumps(symbol)},"interval":"{interval}",'
+            f'"ts":"{ts}","open":{_number(o)},"high":{_number(h)},"low":{_number(lo)},'
+            f'"close":{_number(c)},"volume":{_number(v)}}}'
+        ).encode()
+        for symbol, interval, ts, o, h, lo, c, v in zip(*columns, times, *prices, strict=True)
+    ]
+
+
+def encode_ticks(
+    symbols: Sequence[str], ts: pa.Array | pa.ChunkedArray, price: np.ndarray, size: np.ndarray
+) -> list[bytes]:
+    """``ticks`` messages, one per trade, in the given order."""
+    times = _iso_times(ts)
+    return [
+        (
+            f'{{"v":{SCHEMA_VERSION},"symbol":{json.dumps(symbol)},"ts":"{t}",'
+            f'"price":{_number(p)},"size":{_number(s)}}}'
+        ).encode()
+        for symbol, t, p, s in zip(symbols, times, price.tolist(), size.tolist(), strict=True)
+    ]
+
+
+def _iso_times(ts: pa.Array | pa.ChunkedArray) -> list[str]:
+    micros = ts.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    return [f"{t}Z" for t in np.datetime_as_string(micros.astype("datetime64[us]"), unit="us")]
+
+
+def _number(value: Any) -> str:
+    """A JSON number; NaN, infinities and nulls as JSON ``null`` (which the schema refuses)."""
+    if value is None or not math.isfinite(value):
+        return "null"
+    return repr(float(value))

@@ -150,6 +150,12 @@ class StreamSettings(_Section):
     feature_spec: Path | None = Field(
         None, description="Feature spec the consumers compute; default data/features.yaml."
     )
+    offline_flush_ms: PositiveInt = Field(
+        1000,
+        description="How often a consumer writes its bars and features to the offline store "
+        "and then checkpoints and commits (Redis is written every micro-batch).",
+    )
+    consumer_cpus: float = Field(0.5, ge=0, description="CPUs Ray reserves per consumer actor.")
 
     def dead_letter_topic(self, topic: str) -> str:
         """The dead-letter topic of an input topic."""

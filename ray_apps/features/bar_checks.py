@@ -71,6 +71,11 @@ def reason_counts(codes: np.ndarray) -> dict[str, int]:
     return {str(_REASON_NAMES[v]): int(n) for v, n in zip(values, counts, strict=True)}
 
 
+def reason_names(codes: np.ndarray) -> np.ndarray:
+    """Each bar's failed rule by name (empty text for a good bar)."""
+    return _REASON_NAMES[codes]
+
+
 def check_bars(bars: pa.Table) -> tuple[pa.Table, dict[str, int]]:
     """Splits bars into the good ones and counts of the bad ones by reason.
 

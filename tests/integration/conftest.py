@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from ray_apps._private import processes
 from ray_apps.config import Settings, settings_env
 from ray_apps.stack.isolated import isolated_overrides
+from ray_apps.stack.manager import PIDS_FILE
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,10 +60,14 @@ class Stack:
         }
         # The repository root on the path: Ray workers import test-only models from tests/.
         path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-        self.env = clean | settings_env(self.overrides) | {
-            "PATH": f"{BIN}:{os.environ['PATH']}",
-            "PYTHONPATH": path,
-        }
+        self.env = (
+            clean
+            | settings_env(self.overrides)
+            | {
+                "PATH": f"{BIN}:{os.environ['PATH']}",
+                "PYTHONPATH": path,
+            }
+        )
 
     @property
     def settings(self) -> Settings:
@@ -87,6 +95,25 @@ class Stack:
         done = self.cli(*args)
         assert done.returncode == 0, f"ray-apps {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
         return done.stdout
+
+    def run_background(self, *args: str) -> subprocess.Popen:
+        """Start ``ray-apps ARGS`` and return at once (text pipes for its output)."""
+        return subprocess.Popen(
+            [str(BIN / "ray-apps"), *args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def restart_service(self, name: str) -> None:
+        """Kill one of the stack's services (SIGKILL) and bring it back with ``stack up``."""
+        pids = json.loads((self.settings.state_dir / PIDS_FILE).read_text())
+        pid = pids[name]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        while processes.is_running(pid):
+            time.sleep(0.2)
+        self.ok("stack", "up")
 
     def job_env(self) -> dict[str, str]:
         """This stack's environment plus what `ray-apps stack env` exports for `ray job`."""

@@ -148,6 +148,16 @@ class IncrementalEngine:
         columns = keys + [pa.array(values[:, i]) for i in range(values.shape[1])]
         return pa.Table.from_arrays(columns, schema=output_schema(self.spec))
 
+    def last_times(self, symbols: Sequence[str]) -> np.ndarray:
+        """Each symbol's last applied bar time (int64 microseconds; the int64 minimum if none)."""
+        index = self._index
+        rows = [index.get(s, -1) for s in symbols]
+        known = np.array(rows, dtype=np.int64)
+        times = np.full(len(rows), _NO_TIME, dtype=np.int64)
+        seen = known >= 0
+        times[seen] = self._last_ts[known[seen]]
+        return times
+
     def latest(self, symbols: Sequence[str] | None = None) -> pa.Table:
         """The latest feature vector of each symbol (all seen symbols by default)."""
         symbols = self._symbols if symbols is None else list(symbols)

@@ -1,0 +1,146 @@
+"""Stream throughput and freshness: broker -> consumer actors -> Redis and the offline store.
+
+Starts a private stack on free ports in a temp folder, so it never touches yours, and prints,
+in one run, for the same topic of N synthetic bars:
+  - baseline: a bare confluent-kafka consumer reading the topic (no decoding, no stores): the
+    ceiling;
+  - ``ray-apps`` stream consumers, 1 and 2: sustained bars/s end to end, from the first message
+    consumed to the last bar stored in the offline store (checkpointed and committed), each run
+    in its own consumer group reading the whole topic;
+  - freshness at a fixed rate below saturation (default 5,000 bars/s): p50/p99 from a
+    message's produce time to its features in Redis.
+
+    python bench/stream.py [--symbols 100] [--bars 2000] [--rate 5000] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer
+
+from ray_apps._private.ray_cluster import connect_ray
+from ray_apps.config import Settings
+from ray_apps.marketdata.synthetic import SyntheticSpec, generate_bars
+from ray_apps.marketdata.validation import validate_bars
+from ray_apps.stack import stack_down, stack_up
+from ray_apps.stack.isolated import isolated_overrides
+from ray_apps.streaming.control import start_consumers, stop_consumers, stream_status
+from ray_apps.streaming.replay import ReplayRequest, run_replay
+from ray_apps.streaming.topics import ensure_topics
+
+quiet = lambda _: None  # noqa: E731
+
+
+def bare_consumer(settings: Settings, topic: str, expected: int) -> float:
+    """Seconds a plain consumer takes to read ``expected`` messages (from its first one)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.servers,
+            "group.id": "bench-bare",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": settings.stream.session_timeout_ms,
+            "log_level": 3,
+        }
+    )
+    consumer.subscribe([topic])
+    read, first = 0, None
+    while read < expected:
+        batch = consumer.consume(5000, 1.0)
+        if batch and first is None:
+            first = time.perf_counter()
+        read += sum(1 for m in batch if m.error() is None)
+    seconds = time.perf_counter() - first
+    consumer.close()
+    return seconds
+
+
+def end_to_end(settings: Settings, consumers: int, expected: int) -> float:
+    """Bars/s of ``consumers`` stream consumers over the whole topic (a fresh group)."""
+    start_consumers(settings, consumers, echo=quiet)
+    try:
+        while True:
+            statuses = stream_status(settings).consumers
+            if sum(s.bars_stored for s in statuses) >= expected:
+                break
+            time.sleep(0.5)
+        first = min(s.first_message_at for s in statuses if s.first_message_at)
+        last = max(s.last_stored_at for s in statuses if s.last_stored_at)
+    finally:
+        stop_consumers(settings, echo=quiet)
+    return expected / (last - first)
+
+
+def freshness(settings: Settings, bars, rate: float, seconds: float) -> tuple[float, float]:
+    """p50/p99 milliseconds from produce to Redis at a fixed rate, one consumer."""
+    start_consumers(settings, 1, echo=quiet)
+    try:
+        while not stream_status(settings).consumers[0].partitions:
+            time.sleep(0.5)  # joined the group
+        count = int(rate * seconds)
+        run_replay([bars.slice(0, count)], ReplayRequest(source="bench", rate=rate), settings, quiet)
+        while stream_status(settings).consumers[0].bars_stored < count:
+            time.sleep(0.5)
+        status = stream_status(settings).consumers[0]
+    finally:
+        stop_consumers(settings, echo=quiet)
+    return status.freshness_p50_ms, status.freshness_p99_ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--symbols", type=int, default=100)
+    parser.add_argument("--bars", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=5000.0, help="bars/s of the freshness run")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the freshness run")
+    args = parser.parse_args()
+    spec = SyntheticSpec(n_symbols=args.symbols, n_bars=args.bars)
+    bars = validate_bars(generate_bars(spec), spec.interval).bars
+    bars = bars.sort_by([("ts", "ascending"), ("symbol", "ascending")])
+    rows = bars.num_rows
+    with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
+        base = Settings(**isolated_overrides(Path(tmp) / "stack"))
+        stack_up(base, echo=quiet)
+        try:
+            connect_ray(base)
+            loaded = _with_stream(base, bars_topic="bench-bars", group_id="bench-load")
+            ensure_topics(loaded)
+            started = time.perf_counter()
+            run_replay([bars], ReplayRequest(source="bench"), loaded, quiet)
+            produce_s = time.perf_counter() - started
+            print(f"{rows:,} synthetic bars ({args.symbols} symbols x {args.bars}) produced in "
+                  f"{produce_s:.1f} s ({rows / produce_s:,.0f} msg/s)")
+            bare = rows / bare_consumer(loaded, "bench-bars", rows)
+            rates = {}
+            for n in (1, 2):
+                group = _with_stream(base, bars_topic="bench-bars", group_id=f"bench-e2e-{n}")
+                rates[n] = end_to_end(group, n, rows)
+            fresh = _with_stream(base, bars_topic="bench-fresh", group_id="bench-fresh")
+            ensure_topics(fresh)
+            p50, p99 = freshness(fresh, bars, args.rate, args.seconds)
+        finally:
+            stack_down(base, echo=quiet)
+    print(f"{'path':<52}{'bars/s':>12}{'vs bare':>10}")
+    print(f"{'baseline: bare confluent-kafka consumer (no work)':<52}{bare:>12,.0f}{1:>9.2f}x")
+    for n, rate in rates.items():
+        name = f"ray-apps stream, {n} consumer(s), end to end"
+        print(f"{name:<52}{rate:>12,.0f}{rate / bare:>9.2f}x")
+    print(
+        f"freshness at {args.rate:,.0f} bars/s (produce -> Redis): p50 {p50:.1f} ms, "
+        f"p99 {p99:.1f} ms"
+    )
+    print("aims: end to end >= 50,000 bars/s and >= 1/3 of the bare consumer; p99 < 100 ms")
+
+
+def _with_stream(settings: Settings, **stream) -> Settings:
+    return settings.model_copy(
+        update={"stream": settings.stream.model_copy(update=stream)}
+    )
+
+
+if __name__ == "__main__":
+    main()

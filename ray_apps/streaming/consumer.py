@@ -1,0 +1,378 @@
+"""The stream consumer: a detached Ray actor that keeps the online and offline stores fresh.
+
+Each consumer joins one Kafka consumer group on the ``ticks`` and ``bars`` topics and loops in
+a thread of its own (so a Ray restart of a killed actor resumes by itself, and ``status`` and
+``stop`` answer while it works):
+
+1. poll a micro-batch (at most ``stream.batch_messages`` messages or ``batch_timeout_ms``);
+2. per partition: decode, aggregate ticks into bars, check the ingest's bar rules, advance the
+   incremental features of all the batch's symbols at once (``streaming.partition``);
+3. write the latest vectors and windows to Redis with an event for the serving side, and
+   produce dead letters (unparseable, breaking the schema or a bar rule, or late);
+4. every ``offline_flush_ms``: insert the bars and features into the offline store through its
+   owner actor, then checkpoint each partition's state with the offset it reflects, then
+   commit those offsets.
+
+A consumer that dies or loses a partition leaves the last checkpoint behind: the partition's
+next owner restores that state and seeks to its offset, so whatever came after it is processed
+again, giving the same writes, which both stores apply idempotently (bars and features keyed
+by symbol, interval and ts; Redis never older over newer, windows keyed by ts). Kafka
+transactions are not used (the local broker does not isolate them). Dead letters of messages
+processed again are not produced twice: on assignment the consumer reads the tail of the
+dead-letter partition to find the last source offset already there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from ray_apps.config import Settings
+from ray_apps.features.spec import FeatureSpec, load_spec
+from ray_apps.stores.checkpoints import CheckpointStore, checkpoint_store
+from ray_apps.stores.offline_actor import OfflineStoreHandle, offline_store
+from ray_apps.stores.online import OnlineStore, online_store
+from ray_apps.streaming.messages import DeadLetter, MessageKind, RawMessage, decode_batch
+from ray_apps.streaming.metrics import ConsumerMetrics, ConsumerStatus
+from ray_apps.streaming.partition import PartitionState
+from ray_apps.streaming.topics import producer_config
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, int]
+#: Seconds between two lag measurements.
+LAG_EVERY_S = 1.0
+#: Seconds to wait after a failed batch before processing again from the checkpoints.
+RETRY_PAUSE_S = 1.0
+
+
+def consumer_config(settings: Settings, name: str) -> dict[str, Any]:
+    """The confluent-kafka consumer settings of a stream consumer."""
+    stream = settings.stream
+    return {
+        "bootstrap.servers": settings.kafka.servers,
+        "group.id": stream.group_id,
+        "client.id": name,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": stream.session_timeout_ms,
+        "heartbeat.interval.ms": max(100, stream.session_timeout_ms // 3),
+        "log_level": 3,
+    }
+
+
+class StreamConsumer:
+    """One consumer of the group; its loop starts with the actor.
+
+    Args:
+        name: the consumer's name (its actor name and Kafka client id).
+        settings: the settings of the command that started it (topics, group, stores).
+    """
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        self.name = name
+        self.settings = settings
+        stream = self.settings.stream
+        self.spec: FeatureSpec = load_spec(stream.feature_spec)
+        self.kinds: dict[str, MessageKind] = {
+            stream.ticks_topic: "ticks",
+            stream.bars_topic: "bars",
+        }
+        self.metrics = ConsumerMetrics(name)
+        self.states: dict[Key, PartitionState] = {}
+        self._state = "starting"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"{name}-loop", daemon=True)
+        self._thread.start()
+
+    def status(self) -> ConsumerStatus:
+        """The consumer's figures and the partitions it owns."""
+        partitions = sorted(f"{t}[{p}]" for t, p in self.states)
+        return self.metrics.snapshot(self._state, partitions)
+
+    def stop(self, timeout_s: float = 60.0) -> ConsumerStatus:
+        """Store what is pending, checkpoint, commit and leave the group."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+        return self.status()
+
+    # The loop, in its own thread.
+
+    def _run(self) -> None:
+        try:
+            self._open()
+            self._state = "running"
+            while not self._stop.is_set():
+                self._step()
+            self._flush()
+            self._state = "stopped"
+        except Exception as error:  # the loop must report, not vanish
+            log.exception("stream consumer %s failed", self.name)
+            self._state = f"failed: {type(error).__name__}: {error}"
+            self.metrics.error(self._state)
+        finally:
+            consumer = getattr(self, "consumer", None)
+            if consumer is not None:
+                consumer.close()
+
+    def _open(self) -> None:
+        self.online: OnlineStore = online_store(self.settings)
+        self.checkpoints: CheckpointStore = checkpoint_store(self.settings)
+        self.offline: OfflineStoreHandle = offline_store(self.settings)
+        self.producer = Producer(producer_config(self.settings))
+        self.consumer = Consumer(consumer_config(self.settings, self.name))
+        self._pending_bars: list[pa.Table] = []
+        self._pending_features: dict[str, list[pa.Table]] = defaultdict(list)
+        self._offsets: dict[Key, int] = {}  # next offset per partition, processed so far
+        self._dirty: set[Key] = set()
+        self._flushed_at = time.monotonic()
+        self._lag_at = 0.0
+        self._short_watermark = False
+        self.consumer.subscribe(
+            list(self.kinds),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+
+    def _step(self) -> None:
+        stream = self.settings.stream
+        messages = self.consumer.consume(stream.batch_messages, stream.batch_timeout_ms / 1000)
+        started = time.monotonic()
+        if messages:
+            try:
+                self._process(messages, started)
+            except Exception as error:
+                log.exception("stream consumer %s: batch failed; rewinding", self.name)
+                self.metrics.error(f"{type(error).__name__}: {error}")
+                self._rewind()
+                time.sleep(RETRY_PAUSE_S)
+                return
+        now = time.monotonic()
+        if self._dirty and (now - self._flushed_at) * 1000 >= stream.offline_flush_ms:
+            try:
+                self._flush()
+            except Exception as error:
+                log.exception("stream consumer %s: offline write failed; rewinding", self.name)
+                self.metrics.error(f"{type(error).__name__}: {error}")
+                self._rewind()
+                time.sleep(RETRY_PAUSE_S)
+                return
+        if now - self._lag_at >= LAG_EVERY_S:
+            self._measure_lag()
+            self._lag_at = now
+
+    def _process(self, messages: list, started: float) -> None:
+        """One micro-batch: features to Redis now, bars and features kept for the next flush."""
+        by_partition: dict[Key, dict[int, RawMessage]] = defaultdict(dict)
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("stream consumer %s: %s", self.name, error)
+                continue
+            key = (message.topic(), message.partition())
+            if key not in self.states:
+                continue  # a partition revoked while its messages were in flight
+            by_partition[key][message.offset()] = RawMessage(
+                topic=message.topic(),
+                partition=message.partition(),
+                offset=message.offset(),
+                key=message.key(),
+                value=message.value(),
+                timestamp_ms=message.timestamp()[1],
+            )
+        features: list[pa.Table] = []
+        produced_ms: list[int] = []
+        for key, raw in by_partition.items():
+            state = self.states[key]
+            batch = decode_batch(state.kind, list(raw.values()))
+            result = state.process(batch, raw)
+            self.metrics.count_consumed(key[0], len(raw))
+            self.metrics.skipped += result.skipped
+            self.metrics.bars_applied += result.bars.num_rows
+            self._dead_letters(state, result.dead)
+            if result.bars.num_rows:
+                self._pending_bars.append(result.bars)
+            for interval, table in result.features.items():
+                self._pending_features[interval].append(table)
+                features.append(table)
+            self._offsets[key] = result.next_offset
+            self._dirty.add(key)
+            produced_ms += [m.timestamp_ms for m in raw.values()]
+        changed = pa.concat_tables(features) if features else None
+        if changed is not None and changed.num_rows:
+            self.online.write_batch(changed, self.spec.version, self.settings.stream.window)
+            symbols = sorted(set(changed.column("symbol").to_pylist()))
+            as_of = max(changed.column("ts").to_pylist())
+            self.online.publish_event(as_of, symbols, self.spec.version)
+        done = time.monotonic()
+        freshness = time.time() * 1000 - np.asarray(produced_ms, dtype=np.float64)
+        self.metrics.observe_batch(done - started, np.maximum(freshness, 0) / 1000)
+
+    def _dead_letters(self, state: PartitionState, dead: list[DeadLetter]) -> None:
+        for letter in dead:
+            if letter.offset <= state.dead_through:
+                continue  # already on the dead-letter topic (processed again after a restart)
+            self.producer.produce(
+                self.settings.stream.dead_letter_topic(letter.topic),
+                key=letter.key,
+                value=letter.value,
+                headers=letter.headers(),
+                partition=letter.partition,
+            )
+            self.metrics.count_dead(letter.topic, letter.reason)
+            state.dead_through = letter.offset
+        self.producer.poll(0)
+
+    def _flush(self) -> None:
+        """Offline store, then checkpoints, then offsets: in that order."""
+        if not self._dirty:
+            return
+        undelivered = self.producer.flush(30)
+        if undelivered:
+            raise RuntimeError(f"{undelivered} dead letters not delivered")
+        calls = []
+        if self._pending_bars:
+            calls.append(self.offline.insert_bars.remote(pa.concat_tables(self._pending_bars)))
+        for interval, tables in self._pending_features.items():
+            calls.append(
+                self.offline.insert_features.remote(
+                    pa.concat_tables(tables), interval, self.spec.version, self.spec.fingerprint
+                )
+            )
+        ray.get(calls)
+        group = self.settings.stream.group_id
+        commits = []
+        for key in sorted(self._dirty):
+            offset = self._offsets[key]
+            self.checkpoints.save(group, key[0], key[1], offset, self.states[key].save())
+            commits.append(TopicPartition(key[0], key[1], offset))
+        self.metrics.checkpoints += len(commits)
+        self.consumer.commit(offsets=commits, asynchronous=False)
+        self.metrics.stored(sum(t.num_rows for t in self._pending_bars))
+        self._pending_bars.clear()
+        self._pending_features.clear()
+        self._dirty.clear()
+        self._flushed_at = time.monotonic()
+
+    def _rewind(self) -> None:
+        """Drop what is not checkpointed and go back to the checkpoints."""
+        self._pending_bars.clear()
+        self._pending_features.clear()
+        self._dirty.clear()
+        partitions = [TopicPartition(t, p) for t, p in self.states]
+        self._restore(partitions)
+        for tp in partitions:
+            self.consumer.seek(tp)
+
+    def _restore(self, partitions: list[TopicPartition]) -> None:
+        """Each partition's state and start offset from its checkpoint (set on ``partitions``)."""
+        stream = self.settings.stream
+        tolerance = int(stream.late_tolerance_s * 1_000_000)
+        published = self._published_dead_letters(partitions)
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            saved = self.checkpoints.load(stream.group_id, tp.topic, tp.partition)
+            if saved is None:
+                state = PartitionState(self.spec, self.kinds[tp.topic], stream.interval, tolerance)
+                tp.offset = OFFSET_BEGINNING
+            else:
+                state = PartitionState.restore(saved.state, self.spec, tolerance)
+                tp.offset = saved.offset
+                self._offsets[key] = saved.offset
+            state.dead_through = max(state.dead_through, published.get(key, -1))
+            self.states[key] = state
+
+    def _published_dead_letters(self, partitions: list[TopicPartition]) -> dict[Key, int]:
+        """The last source offset on each partition's dead-letter topic (read from its tail)."""
+        stream = self.settings.stream
+        tail = stream.batch_messages * 2
+        scanner = Consumer(
+            {
+                "bootstrap.servers": self.settings.kafka.servers,
+                "group.id": f"{stream.group_id}-dead-letter-scan",
+                "enable.auto.commit": False,
+                "log_level": 3,
+            }
+        )
+        try:
+            targets = []
+            for tp in partitions:
+                dead = TopicPartition(stream.dead_letter_topic(tp.topic), tp.partition)
+                low, high = scanner.get_watermark_offsets(dead, timeout=10)
+                if high >= 0:  # the local broker's is one short: read from low
+                    targets.append(
+                        TopicPartition(dead.topic, dead.partition, max(low, high - tail))
+                    )
+            found: dict[Key, int] = {}
+            if not targets:
+                return found
+            scanner.assign(targets)
+            quiet_since = time.monotonic()
+            while time.monotonic() - quiet_since < 1.0:
+                batch = scanner.consume(500, 0.2)
+                if batch:
+                    quiet_since = time.monotonic()
+                for message in batch:
+                    if message.error() is not None:
+                        continue
+                    headers = dict(message.headers() or [])
+                    source = (headers["source_topic"].decode(), int(headers["source_partition"]))
+                    offset = int(headers["source_offset"])
+                    found[source] = max(found.get(source, -1), offset)
+            return found
+        finally:
+            scanner.close()
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._restore(partitions)
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            self._flush()
+        except Exception:  # the next owner starts from the last checkpoint instead
+            log.exception("stream consumer %s: flush on revoke failed", self.name)
+        self._drop(partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._pending_bars.clear()
+        self._pending_features.clear()
+        self._dirty.clear()
+        self._drop(partitions)
+
+    def _drop(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.states.pop((tp.topic, tp.partition), None)
+            self._offsets.pop((tp.topic, tp.partition), None)
+            self.metrics.lag.pop(f"{tp.topic}[{tp.partition}]", None)
+
+    def _measure_lag(self) -> None:
+        """Messages behind each owned partition's end; right on Kafka and on the local broker.
+
+        Kafka's high watermark is the offset after the last message; the local broker reports
+        one less. A high watermark below the next offset to read shows which one this is.
+        """
+        for topic, partition in list(self.states):
+            position = self._offsets.get((topic, partition))
+            try:
+                _, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=1, cached=False
+                )
+            except Exception:  # the broker may be restarting: try again later
+                return
+            if position is None or high < 0:
+                continue
+            if high < position:
+                self._short_watermark = True
+            lag = max(0, high + int(self._short_watermark) - position)
+            self.metrics.set_lag(topic, partition, lag)

@@ -1,0 +1,219 @@
+"""Stream consumers against the real broker, Redis and offline store, through crashes."""
+
+import json
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from ray_apps.features.spec import load_spec
+from ray_apps.stores.online import OnlineStore, redis_client
+
+pytestmark = pytest.mark.integration
+
+SYMBOLS, BARS = 50, 2000
+WINDOW = 20
+
+ACTOR_PIDS = """
+import ray
+from ray.util.state import list_actors
+from ray_apps._private.ray_cluster import connect_ray
+from ray_apps.config import load_settings
+connect_ray(load_settings())
+alive = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+print(" ".join(f"{a.name}={a.pid}" for a in alive if a.name.startswith("stream-consumer-")))
+"""
+
+STREAM_FEATURES = """
+import sys
+import pyarrow.parquet as pq
+import ray
+from ray_apps._private.ray_cluster import connect_ray
+from ray_apps.config import load_settings
+from ray_apps.stores.offline_actor import offline_store
+settings = load_settings()
+connect_ray(settings)
+store = offline_store(settings)
+pq.write_table(ray.get(store.features.remote(spec_version=sys.argv[2], interval="1d")), sys.argv[1])
+"""
+
+
+def consumer_pids(stack) -> dict[str, int]:
+    done = stack.run(sys.executable, "-c", ACTOR_PIDS)
+    assert done.returncode == 0, done.stderr
+    return {k: int(v) for k, v in (p.split("=") for p in done.stdout.split())}
+
+
+def stream_status(stack) -> list[dict]:
+    return json.loads(stack.ok("stream", "status", "--json"))
+
+
+def wait_for(condition, what: str, limit_s: float = 600) -> None:
+    """Poll until ``condition()``; the limit only stops a hung test, it measures nothing."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(2)
+
+
+def stored_bars(stack) -> int:
+    records = [r for r in stack.records("symbols") if r["symbol"].startswith("STR")]
+    return sum(r["bars"] for r in records)
+
+
+def read_dead_letters(settings) -> list[tuple[str, dict]]:
+    topic = settings.stream.dead_letter_topic(settings.stream.bars_topic)
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka.servers, "group.id": "test-dead", "log_level": 3}
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.stream.partitions)])
+    letters, quiet = [], time.monotonic()
+    while time.monotonic() - quiet < 5:
+        for message in consumer.consume(100, 0.5):
+            if message.error() is None:
+                quiet = time.monotonic()
+                headers = {k: v.decode() for k, v in message.headers()}
+                letters.append((message.value().decode(), headers))
+    consumer.close()
+    return letters
+
+
+def test_stream_survives_consumer_kills_and_a_broker_restart(stack, tmp_path):
+    settings = stack.settings
+    stack.ok("stream", "start", "--consumers", "2")
+    assert {s["state"] for s in stream_status(stack)} == {"running"}
+
+    bars = tmp_path / "bars.parquet"
+    frame = synthetic_bars()
+    frame.to_parquet(bars)
+    replay = stack.run_background("stream", "replay", "--source", str(bars), "--rate", "20000")
+    # Kill a consumer twice while the replay runs, then restart the broker.
+    for name in ("stream-consumer-0", "stream-consumer-1"):
+        wait_for(lambda: stored_bars(stack) > 0, "the first stored bars")
+        os.kill(consumer_pids(stack)[name], signal.SIGKILL)
+        time.sleep(3)
+    out, err = replay.communicate()
+    assert replay.returncode == 0, out + err
+    stack.restart_service("kafka")
+
+    bad = inject_bad_messages(settings)
+    wait_for(lambda: stored_bars(stack) == SYMBOLS * BARS, "every bar in the offline store")
+    wait_for(
+        lambda: (
+            sum(sum(s["dead_letters"].values()) for s in stream_status(stack)) >= len(bad)
+            or len(read_dead_letters(settings)) >= len(bad)
+        ),
+        "the dead letters",
+    )
+    assert stored_bars(stack) == SYMBOLS * BARS  # none lost, none doubled
+
+    letters = read_dead_letters(settings)
+    assert sorted((h["reason"], v) for v, h in letters) == sorted(bad)
+
+    # Redis holds, per symbol, what the batch engine computes at the last bars.
+    batch = tmp_path / "batch.parquet"
+    stack.ok(
+        "features",
+        "compute",
+        "--from-store",
+        "--engine",
+        "ray",
+        "--symbols",
+        *sorted(frame.symbol.unique()),
+        "--output",
+        str(batch),
+    )
+    expected = pd.read_parquet(batch)
+    spec = load_spec()
+    online = OnlineStore(redis_client(settings))
+    for symbol, rows in expected.groupby("symbol"):
+        rows = rows.sort_values("ts")
+        window = online.read_window(symbol).to_pandas()
+        assert len(window) == WINDOW
+        tail = rows.tail(WINDOW)
+        np.testing.assert_array_equal(window["ts"].to_numpy(), tail["ts"].to_numpy())
+        np.testing.assert_allclose(
+            window[spec.columns].to_numpy(),
+            tail[spec.columns].to_numpy(),
+            rtol=1e-12,
+            equal_nan=True,
+        )
+        latest = online.read(symbol)
+        assert latest["as_of"].startswith(str(rows.ts.iloc[-1].date()))
+
+    # The features the stream stored are the Ray Data engine's, row for row.
+    streamed_path = tmp_path / "streamed.parquet"
+    done = stack.run(sys.executable, "-c", STREAM_FEATURES, str(streamed_path), spec.version)
+    assert done.returncode == 0, done.stderr
+    streamed = pd.read_parquet(streamed_path)
+    streamed = streamed[streamed.symbol.str.startswith("STR")]
+    merged = expected.merge(streamed, on=["symbol", "ts"], suffixes=("", "_stream"))
+    assert len(merged) == SYMBOLS * BARS
+    for column in spec.columns:
+        np.testing.assert_allclose(
+            merged[column], merged[f"{column}_stream"], rtol=1e-12, equal_nan=True
+        )
+
+    stopped = stack.ok("stream", "stop")
+    assert "stopped 2 stream consumer(s)" in stopped
+
+
+def synthetic_bars() -> pd.DataFrame:
+    """Daily bars of SYMBOLS symbols (a random walk), BARS each, canonical columns."""
+    rng = np.random.default_rng(11)
+    days = pd.date_range("2015-01-01", periods=BARS, freq="D", tz="UTC")
+    frames = []
+    for i in range(SYMBOLS):
+        close = 50 * np.exp(np.cumsum(rng.normal(0, 0.01, BARS)))
+        spread = np.abs(rng.normal(0, 0.005, BARS)) * close
+        frames.append(
+            pd.DataFrame(
+                {
+                    "symbol": f"STR{i:03d}",
+                    "interval": "1d",
+                    "ts": days,
+                    "open": close * (1 + rng.normal(0, 0.002, BARS)).clip(0.99, 1.01),
+                    "close": close,
+                    "volume": rng.integers(1000, 100_000, BARS).astype(float),
+                    "spread": spread,
+                }
+            )
+        )
+    frame = pd.concat(frames, ignore_index=True)
+    frame["high"] = frame[["open", "close"]].max(axis=1) + frame.spread
+    frame["low"] = frame[["open", "close"]].min(axis=1) - frame.spread
+    return frame[["symbol", "interval", "ts", "open", "high", "low", "close", "volume"]]
+
+
+def inject_bad_messages(settings) -> list[tuple[str, str]]:
+    """One message per reason, on the bars topic; returns ``(reason, payload)`` pairs."""
+    good = {
+        "v": 1,
+        "symbol": "STR000",
+        "interval": "1d",
+        "ts": "2030-01-01T00:00:00Z",
+        "open": 10.0,
+        "high": 11.0,
+        "low": 9.0,
+        "close": 10.5,
+        "volume": 100.0,
+    }
+    cases = [
+        ("unparseable", "{not json"),
+        ("missing_field", json.dumps({k: v for k, v in good.items() if k != "close"})),
+        ("non_positive_price", json.dumps(good | {"low": -1.0})),
+        ("unknown_schema_version", json.dumps(good | {"v": 7})),
+        ("late", json.dumps(good | {"symbol": "STR001", "ts": "2015-01-05T00:00:00Z"})),
+        ("high_below_open_close", json.dumps(good | {"symbol": "STR002", "high": 10.2})),
+    ]
+    producer = Producer({"bootstrap.servers": settings.kafka.servers, "log_level": 3})
+    for reason, payload in cases:
+        symbol = json.loads(payload)["symbol"] if reason != "unparseable" else "STR003"
+        producer.produce(settings.stream.bars_topic, key=symbol, value=payload)
+    assert producer.flush(30) == 0
+    return cases

@@ -19,12 +19,22 @@ _PRICE = pa.float64()
 #: The fields read from each kind of message, with the JSON types the fast path takes.
 READ_SCHEMAS: dict[str, pa.Schema] = {
     "bars": pa.schema(
-        [("v", pa.int64()), ("symbol", pa.string()), ("interval", pa.string()),
-         ("ts", pa.string()), *((c, _PRICE) for c in ("open", "high", "low", "close", "volume"))]
+        [
+            ("v", pa.int64()),
+            ("symbol", pa.string()),
+            ("interval", pa.string()),
+            ("ts", pa.string()),
+            *((c, _PRICE) for c in ("open", "high", "low", "close", "volume")),
+        ]
     ),
     "ticks": pa.schema(
-        [("v", pa.int64()), ("symbol", pa.string()), ("ts", pa.string()),
-         ("price", _PRICE), ("size", _PRICE)]
+        [
+            ("v", pa.int64()),
+            ("symbol", pa.string()),
+            ("ts", pa.string()),
+            ("price", _PRICE),
+            ("size", _PRICE),
+        ]
     ),
 }
 _POSITIVE = {"bars": ("open", "high", "low", "close"), "ticks": ("price", "size")}

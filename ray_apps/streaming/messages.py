@@ -251,11 +251,18 @@ def decode_batch(kind: MessageKind, messages: Sequence[RawMessage]) -> DecodedBa
         The accepted messages in input order (``DECODED_SCHEMAS[kind]``) and the refused ones.
     """
     schema = DECODED_SCHEMAS[kind]
-    plain = [i for i, m in enumerate(messages) if _one_object_line(m.value)]
+    values = [m.value for m in messages]
+    # only ``{...}`` on one line goes to Arrow's line reader (a bare ``null`` line crashes
+    # pyarrow 25's); every other payload is left to ``parse``
+    plain = [
+        i
+        for i, v in enumerate(values)
+        if v and v[0] == 0x7B and v[-1] == 0x7D and b"\n" not in v and b"\r" not in v
+    ]
     fast_rows: list[np.ndarray] = []
     fast_tables: list[pa.Table] = []
     decided = np.zeros(len(messages), dtype=bool)
-    for rows, table in _readable_blocks(kind, [messages[i].value for i in plain], plain):
+    for rows, table in _readable_blocks(kind, [values[i] for i in plain], plain):
         ok, times = _arrow_decode.accepted(kind, table)
         fast_rows.append(rows[ok])
         fast_tables.append(_fast_table(kind, table.filter(ok), times[ok]))
@@ -280,8 +287,8 @@ def decode_batch(kind: MessageKind, messages: Sequence[RawMessage]) -> DecodedBa
     order = np.argsort(rows, kind="stable")
     fields = pa.concat_tables(fast_tables).take(pa.array(order))
     rows = rows[order]
-    offsets = np.fromiter((messages[i].offset for i in rows), np.int64, len(rows))
-    stamps = np.fromiter((messages[i].timestamp_ms for i in rows), np.int64, len(rows))
+    offsets = np.array([m.offset for m in messages], dtype=np.int64)[rows]
+    stamps = np.array([m.timestamp_ms for m in messages], dtype=np.int64)[rows]
     table = fields.append_column("offset", pa.array(offsets)).append_column(
         "timestamp_ms", pa.array(stamps)
     )
@@ -289,20 +296,6 @@ def decode_batch(kind: MessageKind, messages: Sequence[RawMessage]) -> DecodedBa
 
 
 _SMALLEST_BLOCK = 8
-
-
-def _one_object_line(value: bytes | None) -> bool:
-    """Whether a payload may go to Arrow's line-based reader: ``{...}`` on one line.
-
-    Anything else (a bare ``null`` line crashes pyarrow 25's reader) is left to :func:`parse`.
-    """
-    return (
-        value is not None
-        and value[:1] == b"{"
-        and value[-1:] == b"}"
-        and b"\n" not in value
-        and b"\r" not in value
-    )
 
 
 def _readable_blocks(

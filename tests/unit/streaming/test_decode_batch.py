@@ -13,35 +13,94 @@ from ray_apps.streaming.messages import RawMessage, decode_batch, parse
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 GOOD_TIMES = [
-    "2024-01-02T14:30:00Z", "2024-01-02T14:30:00.125Z", "2024-02-29T23:59:59.999999+05:30",
-    "1999-12-31T23:00:00-01:00", "2024-01-02T14:30:00.1Z", "0001-01-01T00:00:00+00:00",
-    "9999-12-31T23:59:59-05:00", "2024-01-02T14:30:00+23:59",
+    "2024-01-02T14:30:00Z",
+    "2024-01-02T14:30:00.125Z",
+    "2024-02-29T23:59:59.999999+05:30",
+    "1999-12-31T23:00:00-01:00",
+    "2024-01-02T14:30:00.1Z",
+    "0001-01-01T00:00:00+00:00",
+    "9999-12-31T23:59:59-05:00",
+    "2024-01-02T14:30:00+23:59",
 ]
 ODD_TIMES = [
-    "2024-01-02 14:30:00Z", "2024-01-02T14:30:00", "2024-02-30T00:00:00Z", "2023-02-29T00:00:00Z",
-    "2024-01-02T24:00:00Z", "2024-01-02T23:59:60Z", "2024-01-02T14:30:00+24:00",
+    "2024-01-02 14:30:00Z",
+    "2024-01-02T14:30:00",
+    "2024-02-30T00:00:00Z",
+    "2023-02-29T00:00:00Z",
+    "2024-01-02T24:00:00Z",
+    "2024-01-02T23:59:60Z",
+    "2024-01-02T14:30:00+24:00",
     "0000-01-01T00:00:00Z",
-    "2024-01-02T14:30:00.1234567Z", "2024-01-02T14:30:00z", "2024-01-02", "2024-13-01T00:00:00Z",
-    "2024-01-02T14:30:00+0100", "", "yesterday", 1700000000, 1.7e9, None, True, "2024-01-02T14:30Z",
-    "2024-01-02T14:30:00-00:00", "  2024-01-02T14:30:00Z", "2024-01-02T14:30:00Z ",
+    "2024-01-02T14:30:00.1234567Z",
+    "2024-01-02T14:30:00z",
+    "2024-01-02",
+    "2024-13-01T00:00:00Z",
+    "2024-01-02T14:30:00+0100",
+    "",
+    "yesterday",
+    1700000000,
+    1.7e9,
+    None,
+    True,
+    "2024-01-02T14:30Z",
+    "2024-01-02T14:30:00-00:00",
+    "  2024-01-02T14:30:00Z",
+    "2024-01-02T14:30:00Z ",
 ]
-ODD_NUMBERS = [0, -1, -0.0, 1e-320, 1e400, "NaN", "Infinity", "-Infinity", "1.5", "abc", None, True,
-               False, [], {}, 10**30, 5]
-ODD_SYMBOLS = ["", " ", "A B", "A\u00a0B", "ÄBC", "x" * 64, "x" * 65, "A\tB", 5, None, "A\n",
-               "\u2003"]
+ODD_NUMBERS = [
+    0,
+    -1,
+    -0.0,
+    1e-320,
+    1e400,
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1.5",
+    "abc",
+    None,
+    True,
+    False,
+    [],
+    {},
+    10**30,
+    5,
+]
+ODD_SYMBOLS = [
+    "",
+    " ",
+    "A B",
+    "A\u00a0B",
+    "ÄBC",
+    "x" * 64,
+    "x" * 65,
+    "A\tB",
+    5,
+    None,
+    "A\n",
+    "\u2003",
+]
 ODD_V = [0, 2, 1.0, "1", True, None, -1]
 ODD_INTERVALS = ["1m", "15m", "0m", "1x", "m", "01m", "1M", "1m\n", 1, None, "", "1h ", "100d"]
 
 
 def _good(kind: str, rng: random.Random) -> dict:
-    message = {"v": 1, "symbol": rng.choice(["AAPL", "BTC-USD", "SYN0001", "x"]),
-               "ts": rng.choice(GOOD_TIMES)}
+    message = {
+        "v": 1,
+        "symbol": rng.choice(["AAPL", "BTC-USD", "SYN0001", "x"]),
+        "ts": rng.choice(GOOD_TIMES),
+    }
     if kind == "ticks":
         return message | {"price": rng.uniform(0.01, 500), "size": rng.choice([1, 0.5, 100.25])}
     low = rng.uniform(1, 100)
-    return message | {"interval": rng.choice(["1m", "15m", "1d", "30s"]), "open": low * 1.01,
-                      "high": low * 1.05, "low": low, "close": low * 1.02,
-                      "volume": rng.choice([0, 12.5, 10**6])}
+    return message | {
+        "interval": rng.choice(["1m", "15m", "1d", "30s"]),
+        "open": low * 1.01,
+        "high": low * 1.05,
+        "low": low,
+        "close": low * 1.02,
+        "volume": rng.choice([0, 12.5, 10**6]),
+    }
 
 
 def _payload(kind: str, rng: random.Random) -> bytes | None:
@@ -128,6 +187,14 @@ def test_an_empty_batch_is_an_empty_table() -> None:
     decoded = decode_batch("bars", [])
     assert decoded.table.num_rows == 0 and decoded.dead == []
     assert decoded.table.column_names == [
-        "symbol", "interval", "ts", "open", "high", "low", "close", "volume", "offset",
+        "symbol",
+        "interval",
+        "ts",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "offset",
         "timestamp_ms",
     ]

@@ -21,6 +21,7 @@ detail, and where it came from.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import pyarrow as pa
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from ray_apps.streaming import _arrow_decode
 
 #: The schema version producers write and consumers accept.
 SCHEMA_VERSION = 1
@@ -186,3 +189,156 @@ def _number(value: Any) -> str:
     if value is None or not math.isfinite(value):
         return "null"
     return repr(float(value))
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """One consumed Kafka message, as the consumer hands it to :func:`decode_batch`."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """The accepted messages of a batch as one table (input order), and the refused ones."""
+
+    table: pa.Table
+    dead: list[DeadLetter]
+
+
+#: Columns of a decoded batch of each kind (message fields, then where each came from).
+DECODED_SCHEMAS: dict[MessageKind, pa.Schema] = {
+    "bars": pa.schema(
+        [
+            ("symbol", pa.string()),
+            ("interval", pa.string()),
+            ("ts", pa.timestamp("us", tz="UTC")),
+            *((name, pa.float64()) for name in ("open", "high", "low", "close", "volume")),
+            ("offset", pa.int64()),
+            ("timestamp_ms", pa.int64()),
+        ]
+    ),
+    "ticks": pa.schema(
+        [
+            ("symbol", pa.string()),
+            ("ts", pa.timestamp("us", tz="UTC")),
+            ("price", pa.float64()),
+            ("size", pa.float64()),
+            ("offset", pa.int64()),
+            ("timestamp_ms", pa.int64()),
+        ]
+    ),
+}
+
+
+def decode_batch(kind: MessageKind, messages: Sequence[RawMessage]) -> DecodedBatch:
+    """Decode a micro-batch: the valid messages as one table, the others as dead letters.
+
+    Verdicts, reasons and values are those of :func:`parse` on each message. Arrow's JSON
+    reader and column checks accept the plainly valid messages of the batch at once; every
+    message they do not accept (and any block Arrow cannot read) gets :func:`parse`.
+
+    Args:
+        kind: ``bars`` or ``ticks``.
+        messages: the consumed messages, in order.
+
+    Returns:
+        The accepted messages in input order (``DECODED_SCHEMAS[kind]``) and the refused ones.
+    """
+    schema = DECODED_SCHEMAS[kind]
+    values = [m.value for m in messages]
+    # only ``{...}`` on one line goes to Arrow's line reader (a bare ``null`` line crashes
+    # pyarrow 25's); every other payload is left to ``parse``
+    plain = [
+        i
+        for i, v in enumerate(values)
+        if v and v[0] == 0x7B and v[-1] == 0x7D and b"\n" not in v and b"\r" not in v
+    ]
+    fast_rows: list[np.ndarray] = []
+    fast_tables: list[pa.Table] = []
+    decided = np.zeros(len(messages), dtype=bool)
+    for rows, table in _readable_blocks(kind, [values[i] for i in plain], plain):
+        ok, times = _arrow_decode.accepted(kind, table)
+        fast_rows.append(rows[ok])
+        fast_tables.append(_fast_table(kind, table.filter(ok), times[ok]))
+        decided[rows[ok]] = True
+    slow_rows: list[int] = []
+    slow_models: list[BaseModel] = []
+    dead: list[DeadLetter] = []
+    for i in np.flatnonzero(~decided).tolist():
+        message = messages[i]
+        verdict = parse(kind, message.value)
+        if isinstance(verdict, tuple):
+            dead.append(
+                DeadLetter(verdict[0], verdict[1], message.topic, message.partition,
+                           message.offset, message.key, message.value)
+            )
+        else:
+            slow_rows.append(i)
+            slow_models.append(verdict)
+    fast_tables.append(_model_table(kind, slow_models))
+    fast_rows.append(np.asarray(slow_rows, dtype=np.int64))
+    rows = np.concatenate(fast_rows)
+    order = np.argsort(rows, kind="stable")
+    fields = pa.concat_tables(fast_tables).take(pa.array(order))
+    rows = rows[order]
+    offsets = np.array([m.offset for m in messages], dtype=np.int64)[rows]
+    stamps = np.array([m.timestamp_ms for m in messages], dtype=np.int64)[rows]
+    table = fields.append_column("offset", pa.array(offsets)).append_column(
+        "timestamp_ms", pa.array(stamps)
+    )
+    return DecodedBatch(table=table.cast(schema), dead=dead)
+
+
+_SMALLEST_BLOCK = 8
+
+
+def _readable_blocks(
+    kind: MessageKind, payloads: list[bytes], rows: list[int]
+) -> list[tuple[np.ndarray, pa.Table]]:
+    """Arrow tables of the payloads, halving a block Arrow cannot read down to a few rows."""
+    if not payloads:
+        return []
+    table = _arrow_decode.read_block(kind, payloads)
+    if table is not None:
+        return [(np.asarray(rows, dtype=np.int64), table)]
+    if len(payloads) <= _SMALLEST_BLOCK:
+        return []
+    half = len(payloads) // 2
+    return _readable_blocks(kind, payloads[:half], rows[:half]) + _readable_blocks(
+        kind, payloads[half:], rows[half:]
+    )
+
+
+def _fast_table(kind: MessageKind, table: pa.Table, times: np.ndarray) -> pa.Table:
+    names = [f.name for f in DECODED_SCHEMAS[kind] if f.name not in ("offset", "timestamp_ms")]
+    columns = [
+        pa.array(times, pa.timestamp("us", tz="UTC")) if name == "ts" else table.column(name)
+        for name in names
+    ]
+    return pa.table(columns, names=names)
+
+
+def _model_table(kind: MessageKind, models: list[BaseModel]) -> pa.Table:
+    fields = [f for f in DECODED_SCHEMAS[kind] if f.name not in ("offset", "timestamp_ms")]
+    columns = [
+        pa.array([_utc_micros(m.ts) for m in models], pa.int64()).cast(f.type)
+        if f.name == "ts"
+        else pa.array([getattr(m, f.name) for m in models], f.type)
+        for f in fields
+    ]
+    return pa.table(columns, schema=pa.schema(fields))
+
+
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def _utc_micros(ts: dt.datetime) -> int:
+    """An aware time as UTC microseconds (also past year 9999 once in UTC)."""
+    local = ts.replace(tzinfo=None) - _EPOCH - (ts.utcoffset() or dt.timedelta(0))
+    return local // dt.timedelta(microseconds=1)

@@ -1,0 +1,32 @@
+"""``ray-apps stream replay``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ray_apps.config import load_settings
+from ray_apps.jobs.stream import add_replay_arguments, replay, replay_request
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the ``stream`` command group."""
+    stream = commands.add_parser("stream", help="the streaming path: Kafka topics and replay")
+    actions = stream.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _register_replay(actions)
+
+
+def _register_replay(actions: argparse._SubParsersAction) -> None:
+    parser = actions.add_parser(
+        "replay",
+        help="publish a source's bars (or ticks made from them) to Kafka in time order",
+        description="Publish bars of a source to the bars topic (or trades made from them to "
+        "the ticks topic) in time order across symbols, keyed by symbol, with an idempotent "
+        "producer; as fast as possible, at --rate messages/s, or at event time x --speedup.",
+    )
+    add_replay_arguments(parser)
+    parser.set_defaults(handler=_replay)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    print(replay(replay_request(args), load_settings()).render())
+    return 0

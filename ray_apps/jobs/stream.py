@@ -1,0 +1,109 @@
+"""Streaming jobs: ``python -m ray_apps.jobs.stream replay --source SOURCE ...``.
+
+Runs the same as ``ray-apps stream replay``: reads the source, then publishes its bars (or
+ticks made from them) to Kafka in time order, keyed by symbol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+
+import pyarrow as pa
+import ray
+from pydantic import ValidationError
+
+from ray_apps._private.ray_cluster import connect_ray
+from ray_apps.config import Settings
+from ray_apps.errors import UserError, validation_problems
+from ray_apps.jobs import run_job
+from ray_apps.marketdata.schema import bars_table
+from ray_apps.marketdata.sources import SOURCE_FORMS, SyntheticSource, parse_source
+from ray_apps.marketdata.synthetic import generate_bars
+from ray_apps.stores.offline_actor import offline_store
+from ray_apps.streaming.replay import Echo, ReplayRequest, ReplaySummary, canonical_bars, run_replay
+
+STORE_SOURCE = "store"
+
+
+def replay(request: ReplayRequest, settings: Settings, echo: Echo = print) -> ReplaySummary:
+    """Replay a source's bars onto the configured broker."""
+    skipped = [0]
+
+    def blocks() -> Iterator[pa.Table]:
+        if request.source == STORE_SOURCE:
+            connect_ray(settings)
+            yield ray.get(offline_store(settings).bars.remote(symbols=request.symbols))
+            return
+        source = parse_source(request.source)
+        if isinstance(source, SyntheticSource):
+            yield bars_table(generate_bars(source.spec))
+            return
+        for frame in source.read():
+            table, dropped = canonical_bars(frame)
+            skipped[0] += dropped
+            yield table
+
+    bars = list(blocks())
+    return run_replay(bars, request, settings, echo, skipped=skipped[0])
+
+
+def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    """The replay options, shared by ``ray-apps stream replay`` and this job."""
+    parser.add_argument("--source", required=True, help=f"one of: {SOURCE_FORMS}, or store")
+    parser.add_argument("--rate", type=float, metavar="N", help="messages per second")
+    parser.add_argument(
+        "--speedup", type=float, metavar="X", help="event time X times faster than real time"
+    )
+    parser.add_argument("--topic", choices=("bars", "ticks"), default="bars")
+    parser.add_argument(
+        "--ticks-per-bar",
+        type=int,
+        default=4,
+        metavar="N",
+        help="trades made from each bar with --topic ticks (at least 4)",
+    )
+    parser.add_argument("--symbols", nargs="+", metavar="SYMBOL", help="only these symbols")
+    parser.add_argument("--limit", type=int, metavar="N", help="at most N bars, earliest first")
+
+
+def replay_request(args: argparse.Namespace) -> ReplayRequest:
+    """The request the parsed options describe.
+
+    Raises:
+        UserError: an option is out of range (one line naming it).
+    """
+    try:
+        return ReplayRequest(
+            source=args.source,
+            rate=args.rate,
+            speedup=args.speedup,
+            topic=args.topic,
+            ticks_per_bar=args.ticks_per_bar,
+            symbols=args.symbols,
+            limit=args.limit,
+        )
+    except ValidationError as exc:
+        problem = validation_problems(exc, limit=1, root="rate/speedup").replace("_", "-")
+        raise UserError(f"stream replay: --{problem.replace('Value error, ', '')}") from exc
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add_replay_arguments(commands.add_parser("replay", help="publish a source to Kafka"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``ray job submit -- python -m ray_apps.jobs.stream replay ...``."""
+    return run_job(
+        "ray_apps.jobs.stream",
+        __doc__,
+        _add_arguments,
+        lambda args, settings: replay(replay_request(args), settings).render(),
+        argv,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

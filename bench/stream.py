@@ -82,7 +82,9 @@ def freshness(settings: Settings, bars, rate: float, seconds: float) -> tuple[fl
         while not stream_status(settings).consumers[0].partitions:
             time.sleep(0.5)  # joined the group
         count = int(rate * seconds)
-        run_replay([bars.slice(0, count)], ReplayRequest(source="bench", rate=rate), settings, quiet)
+        run_replay(
+            [bars.slice(0, count)], ReplayRequest(source="bench", rate=rate), settings, quiet
+        )
         while stream_status(settings).consumers[0].bars_stored < count:
             time.sleep(0.5)
         status = stream_status(settings).consumers[0]
@@ -112,8 +114,10 @@ def main() -> None:
             started = time.perf_counter()
             run_replay([bars], ReplayRequest(source="bench"), loaded, quiet)
             produce_s = time.perf_counter() - started
-            print(f"{rows:,} synthetic bars ({args.symbols} symbols x {args.bars}) produced in "
-                  f"{produce_s:.1f} s ({rows / produce_s:,.0f} msg/s)")
+            print(
+                f"{rows:,} synthetic bars ({args.symbols} symbols x {args.bars}) produced in "
+                f"{produce_s:.1f} s ({rows / produce_s:,.0f} msg/s)"
+            )
             bare = rows / bare_consumer(loaded, "bench-bars", rows)
             rates = {}
             for n in (1, 2):
@@ -137,9 +141,7 @@ def main() -> None:
 
 
 def _with_stream(settings: Settings, **stream) -> Settings:
-    return settings.model_copy(
-        update={"stream": settings.stream.model_copy(update=stream)}
-    )
+    return settings.model_copy(update={"stream": settings.stream.model_copy(update=stream)})
 
 
 if __name__ == "__main__":

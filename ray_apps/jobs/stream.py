@@ -1,12 +1,14 @@
-"""Streaming jobs: ``python -m ray_apps.jobs.stream replay --source SOURCE ...``.
+"""Streaming jobs: ``python -m ray_apps.jobs.stream replay|start|stop|status ...``.
 
-Runs the same as ``ray-apps stream replay``: reads the source, then publishes its bars (or
-ticks made from them) to Kafka in time order, keyed by symbol.
+Runs the same as ``ray-apps stream ...``: ``replay`` reads a source and publishes its bars (or
+ticks made from them) to Kafka in time order, keyed by symbol; ``start`` starts the consumer
+actors (detached: they outlive the job), ``stop`` stops them, ``status`` prints their figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterator
 
@@ -22,6 +24,7 @@ from ray_apps.marketdata.schema import bars_table
 from ray_apps.marketdata.sources import SOURCE_FORMS, SyntheticSource, parse_source
 from ray_apps.marketdata.synthetic import generate_bars
 from ray_apps.stores.offline_actor import offline_store
+from ray_apps.streaming.control import start_consumers, stop_consumers, stream_status
 from ray_apps.streaming.replay import Echo, ReplayRequest, ReplaySummary, canonical_bars, run_replay
 
 STORE_SOURCE = "store"
@@ -89,20 +92,57 @@ def replay_request(args: argparse.Namespace) -> ReplayRequest:
         raise UserError(f"stream replay: --{problem.replace('Value error, ', '')}") from exc
 
 
+def add_consumer_arguments(actions: argparse._SubParsersAction) -> None:
+    """The ``start``, ``stop`` and ``status`` sub-commands, shared with ``ray-apps stream``."""
+    start = actions.add_parser(
+        "start",
+        help="start the stream consumers (detached Ray actors in one consumer group)",
+        description="Start N consumers of the ticks and bars topics; they keep Redis and the "
+        "offline store fresh until `ray-apps stream stop`. Running consumers are left running.",
+    )
+    start.add_argument(
+        "--consumers", type=_positive_int, default=1, metavar="N", help="consumer actors"
+    )
+    actions.add_parser(
+        "stop",
+        help="store what the consumers hold, checkpoint, commit, and stop them",
+        description="Each consumer writes what it holds to the offline store, checkpoints its "
+        "partitions, commits its offsets and leaves the group; then its actor is removed.",
+    )
+    status = actions.add_parser("status", help="each consumer's figures")
+    status.add_argument("--json", action="store_true", help="print one JSON list")
+
+
+def run_action(args: argparse.Namespace, settings: Settings) -> str:
+    """Run one ``stream`` action and return what to print."""
+    if args.action == "replay":
+        return replay(replay_request(args), settings).render()
+    connect_ray(settings)
+    if args.action == "start":
+        return start_consumers(settings, args.consumers).render()
+    if args.action == "stop":
+        return stop_consumers(settings).render()
+    status = stream_status(settings)
+    if args.json:
+        return json.dumps([c.model_dump() for c in status.consumers])
+    return status.render()
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return int(text)
+
+
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    commands = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add_replay_arguments(commands.add_parser("replay", help="publish a source to Kafka"))
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add_replay_arguments(actions.add_parser("replay", help="publish a source to Kafka"))
+    add_consumer_arguments(actions)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``ray job submit -- python -m ray_apps.jobs.stream replay ...``."""
-    return run_job(
-        "ray_apps.jobs.stream",
-        __doc__,
-        _add_arguments,
-        lambda args, settings: replay(replay_request(args), settings).render(),
-        argv,
-    )
+    """Entry point for ``ray job submit -- python -m ray_apps.jobs.stream ACTION ...``."""
+    return run_job("ray_apps.jobs.stream", __doc__, _add_arguments, run_action, argv)
 
 
 if __name__ == "__main__":

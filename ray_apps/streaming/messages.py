@@ -275,8 +275,15 @@ def decode_batch(kind: MessageKind, messages: Sequence[RawMessage]) -> DecodedBa
         verdict = parse(kind, message.value)
         if isinstance(verdict, tuple):
             dead.append(
-                DeadLetter(verdict[0], verdict[1], message.topic, message.partition,
-                           message.offset, message.key, message.value)
+                DeadLetter(
+                    verdict[0],
+                    verdict[1],
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    message.key,
+                    message.value,
+                )
             )
         else:
             slow_rows.append(i)

@@ -103,27 +103,31 @@ class PartitionState:
     def _ticks_to_bars(
         self, ticks: pa.Table, messages: dict[int, RawMessage], dead: list[DeadLetter]
     ) -> tuple[pa.Table, int]:
-        """Bars closed by these ticks; late ticks become dead letters, replays are skipped."""
+        """Bars closed by these ticks; late ticks become dead letters, replays are skipped.
+
+        A tick is behind when its bar is already closed (before the end of the symbol's last
+        applied bar) or before the symbol's open bar.
+        """
         assert self.aggregator is not None
         if ticks.num_rows == 0:
             return _empty_bars(), 0
-        engine = self._engine(self.interval)
         symbols = ticks.column("symbol").to_pylist()
         ts = _micros(ticks.column("ts"))
         length = int(parse_interval(self.interval).total_seconds() * 1_000_000)
-        # A tick before the end of its symbol's last applied bar belongs to a closed bar.
-        last = engine.last_times(symbols)
+        last = self._engine(self.interval).last_times(symbols)
         closed_until = np.where(last == _NONE, last, last + length)
+        closed_until = np.maximum(closed_until, self.aggregator.open_starts(symbols))
         behind = ts < closed_until
         late = self._late(ts, closed_until)
         offsets = ticks.column("offset").to_numpy()
         for i in np.flatnonzero(late):
-            dead.append(
-                _dead(messages[int(offsets[i])], "late", _late_detail(ts[i], closed_until[i]))
-            )
-        keep = ~behind
-        kept = ticks.filter(pa.array(keep)) if not keep.all() else ticks
-        bars = self.aggregator.add(kept.select(["symbol", "ts", "price", "size"]))
+            detail = _late_detail(ts[i], closed_until[i])
+            dead.append(_dead(messages[int(offsets[i])], "late", detail))
+        kept = ticks.filter(pa.array(~behind)) if behind.any() else ticks
+        bars = self.aggregator.add(kept)
+        # Behind an earlier tick of the same batch by a whole interval: late too.
+        for offset in self.aggregator.late.column("offset").to_pylist():
+            dead.append(_dead(messages[int(offset)], "late", "behind an earlier tick's bar"))
         return bars, int((behind & ~late).sum())
 
     def _apply_bars(

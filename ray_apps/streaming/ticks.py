@@ -7,6 +7,7 @@ more columns (a Kafka offset...) may ride along and come back in :attr:`BarAggre
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -166,6 +167,14 @@ class BarAggregator:
         closed = ~last_of_symbol
         return self._bars(
             [names[i] for i in bars[0][closed].tolist()], *(x[closed] for x in bars[1:])
+        )
+
+    def open_starts(self, symbols: Sequence[str]) -> np.ndarray:
+        """Each symbol's open bar start (int64 microseconds; the int64 minimum if none)."""
+        none = np.iinfo(np.int64).min
+        return np.array(
+            [self._open[s][0] * self._length if s in self._open else none for s in symbols],
+            dtype=np.int64,
         )
 
     def flush(self) -> pa.Table:

@@ -225,14 +225,12 @@ class OnlineStore:
         try:
             for first in range(0, len(batch.symbols), self.pipeline_size):
                 group = range(first, min(first + self.pipeline_size, len(batch.symbols)))
-                pipe = self.client.pipeline(transaction=False)
+                calls = []
                 for index in group:
                     start = batch.ends[index - 1] if index else 0
                     end = batch.ends[index]
                     key = self.prefix + batch.symbols[index]
-                    pipe.evalsha(
-                        self._script.sha,
-                        3,
+                    calls.append((
                         key,
                         key + WINDOW_SUFFIX,
                         key + LAYOUT_SUFFIX,
@@ -242,11 +240,9 @@ class OnlineStore:
                         batch.newest[index],
                         batch.records[start * size : end * size],
                         *batch.micros[start:end],
-                    )
+                    ))
                 last = group.stop == len(batch.symbols)
-                if event is not None and last:
-                    self._append_event(pipe, event)
-                results = self._execute(pipe)
+                results = self._run_script(calls, event if last else None)
                 for written, stale, replaced in results[: len(group)]:
                     summary.written += written
                     summary.stale += stale
@@ -370,19 +366,28 @@ class OnlineStore:
     def _append_event(self, pipe: redis.client.Pipeline, fields: dict[str, str]) -> None:
         pipe.xadd(self.events_key, fields, maxlen=self.events_maxlen, approximate=True)
 
-    def _execute(self, pipe: redis.client.Pipeline) -> list:
-        """Runs a pipeline of script calls, loading the script first if the server lacks it.
+    def _run_script(self, calls: list[tuple], event: dict[str, str] | None) -> list:
+        """Runs script calls (and appends an event) in one round trip; their results in order.
 
-        Running the calls again after a missing script is safe: they are idempotent.
+        The script is loaded on first use, and again if the server lost it (a restart): the
+        calls then run again, which is safe since they are idempotent.
         """
         if not self._script_loaded:
             self.client.script_load(_WRITE_VECTORS)
             self._script_loaded = True
-        try:
-            return pipe.execute()
-        except redis.exceptions.NoScriptError:  # the server restarted without its scripts
-            self.client.script_load(_WRITE_VECTORS)
-            return pipe.execute()
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for args in calls:
+                pipe.evalsha(self._script.sha, 3, *args)
+            if event is not None:
+                self._append_event(pipe, event)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                self.client.script_load(_WRITE_VECTORS)
+        raise AssertionError("unreachable")
 
 
 def _vector(raw: dict[bytes, bytes]) -> dict[str, float | str]:

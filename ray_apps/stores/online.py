@@ -3,10 +3,11 @@
 Keys, for a symbol ``S`` under the prefix ``P`` (default ``ray_apps:features:``):
 
 - ``P S`` (a hash): the latest vector. Fields ``as_of`` (the bar time, fixed-width ISO-8601
-  UTC with microseconds, so text order is time order), ``spec_version`` and one field per
-  feature column holding the value as text (the shortest of ``%.15g``, ``%.16g``, ``%.17g``
-  that reads back as the same float64; ``nan`` for a missing value). :meth:`OnlineStore.read`
-  and :meth:`OnlineStore.read_latest` read it.
+  UTC with microseconds, so text order is time order), ``spec_version``, ``columns`` (the
+  feature columns joined by commas) and ``values`` (the values as little-endian float64s in
+  column order, NaN when missing: a record without its time). :meth:`OnlineStore.read` and
+  :meth:`OnlineStore.read_latest` decode it; they also read the older form written before
+  windows existed (one text field per feature column).
 - ``P S:window`` (a sorted set): the newest ``window`` vectors, score = bar time in
   microseconds since the epoch (exact: below 2**53), member = one packed record
   (:mod:`ray_apps.stores.vector_packing`: 8-byte big-endian time, then float64 values
@@ -17,9 +18,9 @@ Keys, for a symbol ``S`` under the prefix ``P`` (default ``ray_apps:features:``)
 
 Every write goes through one server-side script call per symbol, all of a batch in one
 pipelined round trip (up to ``pipeline_size`` symbols): it adds the symbol's vectors to its
-window (newest first; a vector already there, or older than every kept vector of a full
-window, is *stale*) and replaces the latest hash with the symbol's newest vector only when that
-is newer than the stored one, so a late or replayed write never overwrites fresher features.
+window (a vector already there, or older than every vector the full window keeps, is
+*stale*) and replaces the latest hash with the symbol's newest vector only when that is newer
+than the stored one, so a late or replayed write never overwrites fresher features.
 
 Batch events (``ray_apps:stream:events``, a stream capped near 10,000 entries) tell serving
 which symbols changed at which time; :meth:`OnlineStore.write_batch` can append one in the same
@@ -63,15 +64,16 @@ EVENTS_KEY = "ray_apps:stream:events"
 EVENTS_MAXLEN = 10_000
 
 # KEYS: latest hash, window, layout. ARGV: window size (0: latest hash only), spec_version,
-# columns joined by commas, ISO time of the newest record, records, then each record's time
-# in microseconds. Records are in time order. Returns {written, stale, latest replaced}.
+# columns joined by commas, ISO time of the newest record, records, then each record's time in
+# microseconds. Records are in time order. Returns {written, stale, latest replaced}.
 _WRITE_VECTORS = """
 local window = tonumber(ARGV[1])
 local names = {}
 for name in string.gmatch(ARGV[3], '[^,]+') do names[#names + 1] = name end
 local size = 8 + 8 * #names
 local records = ARGV[5]
-local n = #ARGV - 5
+local first = 6
+local n = #ARGV - first + 1
 local written, stale = 0, 0
 if window > 0 then
   local layout = ARGV[2] .. '\\n' .. ARGV[3]
@@ -79,45 +81,41 @@ if window > 0 then
     redis.call('DEL', KEYS[2])
     redis.call('SET', KEYS[3], layout)
   end
-  local count = redis.call('ZCARD', KEYS[2])
-  for i = n, 1, -1 do
-    local score = ARGV[5 + i]
-    local kept = redis.call('ZCOUNT', KEYS[2], score, score) > 0
-    if not kept and count >= window then
-      local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-      kept = tonumber(score) < tonumber(oldest[2])
-    end
-    if kept then
+  local present = {}
+  local stored = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[first], '+inf', 'WITHSCORES')
+  for j = 2, #stored, 2 do present[tonumber(stored[j])] = true end
+  local added, adds = {}, {}
+  for i = 1, n do
+    local score = tonumber(ARGV[first - 1 + i])
+    if present[score] then
       stale = stale + 1
     else
-      redis.call('ZADD', KEYS[2], score, string.sub(records, (i - 1) * size + 1, i * size))
-      written = written + 1
-      count = count + 1
-      if count > window then
-        redis.call('ZPOPMIN', KEYS[2], count - window)
-        count = window
+      present[score] = true
+      added[#added + 1] = score
+      adds[#adds + 1] = ARGV[first - 1 + i]
+      adds[#adds + 1] = string.sub(records, (i - 1) * size + 1, i * size)
+      if #adds == 2000 then
+        redis.call('ZADD', KEYS[2], unpack(adds))
+        adds = {}
       end
     end
+  end
+  if #adds > 0 then redis.call('ZADD', KEYS[2], unpack(adds)) end
+  local count = redis.call('ZCARD', KEYS[2])
+  local oldest = nil
+  if count > window then
+    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, count - window - 1)
+    oldest = tonumber(redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2])
+  end
+  for _, score in ipairs(added) do
+    if oldest and score < oldest then stale = stale + 1 else written = written + 1 end
   end
 end
 local current = redis.call('HGET', KEYS[1], 'as_of')
 local replaced = 0
 if not current or current < ARGV[4] then
-  local fields = {'as_of', ARGV[4], 'spec_version', ARGV[2]}
-  if #names > 0 then
-    local values = {struct.unpack('<' .. string.rep('d', #names), records, (n - 1) * size + 9)}
-    for j = 1, #names do
-      local v = values[j]
-      local text = 'nan'
-      if v == v then
-        text = string.format('%.15g', v)
-        if tonumber(text) ~= v then text = string.format('%.16g', v) end
-        if tonumber(text) ~= v then text = string.format('%.17g', v) end
-      end
-      fields[#fields + 1] = names[j]
-      fields[#fields + 1] = text
-    end
-  end
+  local fields = {'as_of', ARGV[4], 'spec_version', ARGV[2], 'columns', ARGV[3],
+                  'values', string.sub(records, (n - 1) * size + 9, n * size)}
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[1], unpack(fields))
   replaced = 1
@@ -391,10 +389,18 @@ class OnlineStore:
 
 
 def _vector(raw: dict[bytes, bytes]) -> dict[str, float | str]:
-    vector: dict[str, float | str] = {}
-    for key, value in raw.items():
-        name, text = key.decode(), value.decode()
-        vector[name] = text if name in ("as_of", "spec_version") else float(text)
+    """The decoded latest vector: ``as_of``, ``spec_version`` and a float per feature."""
+    vector: dict[str, float | str] = {
+        "as_of": raw[b"as_of"].decode(),
+        "spec_version": raw[b"spec_version"].decode(),
+    }
+    if b"values" in raw:
+        names = raw[b"columns"].decode().split(",") if raw[b"columns"] else []
+        values = np.frombuffer(raw[b"values"], dtype="<f8").tolist()
+        return vector | dict(zip(names, values, strict=True))
+    for key, value in raw.items():  # the form before windows: one text field per feature
+        if key not in (b"as_of", b"spec_version"):
+            vector[key.decode()] = float(value)
     return vector
 
 

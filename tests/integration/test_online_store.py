@@ -213,3 +213,14 @@ def test_redis_failures_are_user_errors(redis_settings):
         OnlineStore(dead).write_batch(bars(["A"], [1], f=[1.0]), "v1", window=2)
     with pytest.raises(UserError, match="redis:"):
         CheckpointStore(dead).load("g", "bars", 0)
+
+
+def test_latest_vectors_written_before_windows_existed_still_read(store):
+    store.client.hset(store.prefix + "OLD", mapping={
+        "as_of": "2024-01-02T00:00:00.000000Z", "spec_version": "1", "f": "0.1", "g": "nan",
+    })
+    vector = store.read("OLD")
+    assert (vector["as_of"], vector["spec_version"], vector["f"]) == (
+        "2024-01-02T00:00:00.000000Z", "1", 0.1)
+    assert np.isnan(vector["g"])
+    assert store.read_latest(["OLD"]).column_names == ["symbol", "ts", "spec_version", "f", "g"]

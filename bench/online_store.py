@@ -10,6 +10,11 @@ vectors have the default spec's columns (`data/features.yaml`), random values. P
     20 ms batches), the same for the row loop.
 
     python bench/online_store.py [--symbols 500] [--bars 10] [--batches 10] [--latency 300]
+
+Measured 2026-11-26, 2-core machine shared with two other engineers (load about 2), one run,
+21 features: row loop 8,130 vectors/s; write (latest only) 167,263 (20.6x); write_batch with a
+window of 20: 62,515 (7.7x; 41,321 in a noisier run). One 100-bar write: row loop p50 9.9 ms
+p99 22.7 ms; write_batch p50 11.3 ms p99 16.9 ms.
 """
 
 from __future__ import annotations

@@ -68,12 +68,10 @@ EVENTS_MAXLEN = 10_000
 # microseconds. Records are in time order. Returns {written, stale, latest replaced}.
 _WRITE_VECTORS = """
 local window = tonumber(ARGV[1])
-local names = {}
-for name in string.gmatch(ARGV[3], '[^,]+') do names[#names + 1] = name end
-local size = 8 + 8 * #names
 local records = ARGV[5]
 local first = 6
 local n = #ARGV - first + 1
+local size = #records / n
 local written, stale = 0, 0
 if window > 0 then
   local layout = ARGV[2] .. '\\n' .. ARGV[3]

@@ -45,3 +45,19 @@ def isolated_overrides(state_dir: Path) -> dict[str, Any]:
             "max_worker_port": worker + 999,
         },
     }
+
+
+def redis_only_overrides(state_dir: Path) -> dict[str, Any]:
+    """Settings overrides for a private stack of Redis alone (the online store), on a free port.
+
+    ``stack_up`` then starts only Redis; the other services are marked external and left alone.
+    """
+    (redis,) = free_ports(1)
+    return {
+        "state_dir": str(state_dir),
+        "redis": {"port": redis},
+        "ray": {"managed": False},
+        "s3": {"managed": False},
+        "kafka": {"managed": False},
+        "mlflow": {"managed": False},
+    }

@@ -1,19 +1,46 @@
-"""The online store: the latest feature vector of each symbol, one Redis hash per symbol.
+"""The online store: per symbol, the latest feature vector and a window of the last vectors.
 
-A hash ``<prefix><symbol>`` holds every feature column, ``as_of`` (the bar time, ISO-8601 UTC
-with microseconds, so text order is time order) and ``spec_version``. Writes go in pipelined
-batches through a server-side script that replaces a vector only with a newer one: a late or
-replayed write never overwrites fresher features.
+Keys, for a symbol ``S`` under the prefix ``P`` (default ``ray_apps:features:``):
+
+- ``P S`` (a hash): the latest vector. Fields ``as_of`` (the bar time, fixed-width ISO-8601
+  UTC with microseconds, so text order is time order), ``spec_version``, ``columns`` (the
+  feature columns joined by commas) and ``values`` (the values as little-endian float64s in
+  column order, NaN when missing: a record without its time). :meth:`OnlineStore.read` and
+  :meth:`OnlineStore.read_latest` decode it; they also read the older form written before
+  windows existed (one text field per feature column).
+- ``P S:window`` (a sorted set): the newest ``window`` vectors, score = bar time in
+  microseconds since the epoch (exact: below 2**53), member = one packed record
+  (:mod:`ray_apps.stores.vector_packing`: 8-byte big-endian time, then float64 values
+  little-endian in column order). At most one member per time: a replayed vector is refused.
+- ``P S:layout`` (a string): the window's ``spec_version`` and its columns joined by commas,
+  on two lines. A write under another layout (a new spec) empties the window first, so records
+  of different widths never mix.
+
+Every write goes through one server-side script call per symbol, all of a batch in one
+pipelined round trip (up to ``pipeline_size`` symbols): it adds the symbol's vectors to its
+window (a vector already there, or older than every vector the full window keeps, is
+*stale*) and replaces the latest hash with the symbol's newest vector only when that is newer
+than the stored one, so a late or replayed write never overwrites fresher features.
+
+Batch events (``ray_apps:stream:events``, a stream capped near 10,000 entries) tell serving
+which symbols changed at which time; :meth:`OnlineStore.write_batch` can append one in the same
+round trip.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import numpy as np
 import pyarrow as pa
 import redis
 from pydantic import BaseModel
 
 from ray_apps.config import Settings
 from ray_apps.errors import UserError
+from ray_apps.stores.vector_packing import UTC_MICROS, iso_times, pack_batch, unpack_records
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -31,96 +58,362 @@ def redis_client(settings: Settings) -> redis.Redis:
 
 
 KEY_PREFIX = "ray_apps:features:"
-_WRITE_IF_NEWER = """
+WINDOW_SUFFIX = ":window"
+LAYOUT_SUFFIX = ":layout"
+EVENTS_KEY = "ray_apps:stream:events"
+EVENTS_MAXLEN = 10_000
+
+# KEYS: latest hash, window, layout. ARGV: window size (0: latest hash only), spec_version,
+# columns joined by commas, ISO time of the newest record, records, then each record's time in
+# microseconds. Records are in time order. Returns {written, stale, latest replaced}.
+_WRITE_VECTORS = """
+local window = tonumber(ARGV[1])
+local records = ARGV[5]
+local first = 6
+local n = #ARGV - first + 1
+local size = #records / n
+local written, stale = 0, 0
+if window > 0 then
+  local layout = ARGV[2] .. '\\n' .. ARGV[3]
+  if redis.call('GET', KEYS[3]) ~= layout then
+    redis.call('DEL', KEYS[2])
+    redis.call('SET', KEYS[3], layout)
+  end
+  local present = {}
+  local stored = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[first], '+inf', 'WITHSCORES')
+  for j = 2, #stored, 2 do present[tonumber(stored[j])] = true end
+  local added, adds = {}, {}
+  for i = 1, n do
+    local score = tonumber(ARGV[first - 1 + i])
+    if present[score] then
+      stale = stale + 1
+    else
+      present[score] = true
+      added[#added + 1] = score
+      adds[#adds + 1] = ARGV[first - 1 + i]
+      adds[#adds + 1] = string.sub(records, (i - 1) * size + 1, i * size)
+      if #adds == 2000 then
+        redis.call('ZADD', KEYS[2], unpack(adds))
+        adds = {}
+      end
+    end
+  end
+  if #adds > 0 then redis.call('ZADD', KEYS[2], unpack(adds)) end
+  local count = redis.call('ZCARD', KEYS[2])
+  local oldest = nil
+  if count > window then
+    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, count - window - 1)
+    oldest = tonumber(redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2])
+  end
+  for _, score in ipairs(added) do
+    if oldest and score < oldest then stale = stale + 1 else written = written + 1 end
+  end
+end
 local current = redis.call('HGET', KEYS[1], 'as_of')
-if current and current >= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'as_of', ARGV[1], unpack(ARGV, 2))
-return 1
+local replaced = 0
+if not current or current < ARGV[4] then
+  local fields = {'as_of', ARGV[4], 'spec_version', ARGV[2], 'columns', ARGV[3],
+                  'values', string.sub(records, (n - 1) * size + 9, n * size)}
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], unpack(fields))
+  replaced = 1
+end
+if window == 0 then
+  written = replaced
+  stale = n - replaced
+end
+return {written, stale, replaced}
 """
 
 
 class WriteSummary(BaseModel):
-    """What one write did: vectors stored, and vectors refused as older than the stored ones."""
+    """What one write did.
+
+    Attributes:
+        written: vectors stored (in a window; with no window, latest vectors replaced).
+        stale: vectors refused: already stored, older than every vector a full window keeps,
+            or (with no window) not newer than the stored latest vector.
+        symbols: symbols the write touched.
+        latest: symbols whose latest vector was replaced.
+        event_id: the id of the batch event appended with the write, if one was.
+    """
 
     written: int = 0
     stale: int = 0
+    symbols: int = 0
+    latest: int = 0
+    event_id: str | None = None
+
+
+class BatchEvent(BaseModel):
+    """One batch event: these symbols have new features as of this time."""
+
+    id: str
+    as_of: datetime
+    symbols: list[str]
+    spec_version: str
 
 
 class OnlineStore:
-    """Latest feature vectors in Redis.
+    """Latest feature vectors and windows of recent vectors in Redis.
 
     Args:
         client: a Redis client.
-        prefix: key prefix of the hashes.
-        pipeline_size: vectors per round trip.
+        prefix: key prefix of the per-symbol keys.
+        pipeline_size: symbols per round trip.
+        events_key: the stream of batch events.
+        events_maxlen: about how many events the stream keeps.
     """
 
     def __init__(
-        self, client: redis.Redis, prefix: str = KEY_PREFIX, pipeline_size: int = 500
+        self,
+        client: redis.Redis,
+        prefix: str = KEY_PREFIX,
+        pipeline_size: int = 1000,
+        events_key: str = EVENTS_KEY,
+        events_maxlen: int = EVENTS_MAXLEN,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.pipeline_size = pipeline_size
-        self._script = client.register_script(_WRITE_IF_NEWER)
+        self.events_key = events_key
+        self.events_maxlen = events_maxlen
+        self._script = client.register_script(_WRITE_VECTORS)
+        self._script_loaded = False
 
     def write(self, vectors: pa.Table, spec_version: str) -> WriteSummary:
-        """Stores one vector per row (``symbol, ts`` and the feature columns).
+        """Stores the newest row of each symbol as its latest vector; windows are left alone.
 
-        Rows older than (or as old as) the stored vector of their symbol are refused; when a
-        batch holds several rows of one symbol, the newest wins.
+        Rows not newer than the stored vector of their symbol are refused; when a batch holds
+        several rows of one symbol, the newest wins and the others count as stale.
         """
-        summary = WriteSummary()
-        features = [c for c in vectors.column_names if c not in ("symbol", "ts")]
-        symbols = vectors.column("symbol").to_pylist()
-        times = [_iso(ts) for ts in vectors.column("ts").to_pylist()]
-        values = [vectors.column(c).to_pylist() for c in features]
+        return self.write_batch(vectors, spec_version, window=0)
+
+    def write_batch(
+        self,
+        features: pa.Table,
+        spec_version: str,
+        window: int,
+        event_as_of: datetime | str | None = None,
+    ) -> WriteSummary:
+        """Adds a micro-batch of vectors to the windows and latest vectors of their symbols.
+
+        Idempotent: writing the same batch again changes nothing and counts every vector stale.
+
+        Args:
+            features: ``symbol, ts`` and float feature columns, any number of rows per symbol.
+            spec_version: the feature spec's version label, stored with the vectors.
+            window: vectors kept per symbol (the newest, by ``ts``); 0 keeps no window and
+                only replaces latest vectors, as :meth:`write` does.
+            event_as_of: if given, a batch event naming every symbol of the batch at this time
+                is appended in the same round trip (as :meth:`publish_event` does).
+
+        Raises:
+            UserError: a bad table or window, or Redis fails.
+        """
+        if window < 0:
+            raise UserError(f"online store: window must be 0 or more, not {window}")
+        batch = pack_batch(features)
+        summary = WriteSummary(symbols=len(batch.symbols))
+        names = ",".join(batch.columns)
+        size = batch.record_size
+        event = self._event_fields(event_as_of, batch.symbols, spec_version)
         try:
-            for first in range(0, len(symbols), self.pipeline_size):
-                pipe = self.client.pipeline(transaction=False)
-                last = min(first + self.pipeline_size, len(symbols))
-                for row in range(first, last):
-                    fields: list[str] = ["spec_version", spec_version]
-                    for name, column in zip(features, values, strict=True):
-                        value = column[row]  # null (from pandas NaN) is undefined too
-                        fields += [name, repr(float("nan") if value is None else float(value))]
-                    self._script(
-                        keys=[self.prefix + symbols[row]],
-                        args=[times[row], *fields],
-                        client=pipe,
-                    )
-                for stored in pipe.execute():
-                    if stored:
-                        summary.written += 1
-                    else:
-                        summary.stale += 1
+            for first in range(0, len(batch.symbols), self.pipeline_size):
+                group = range(first, min(first + self.pipeline_size, len(batch.symbols)))
+                calls = []
+                for index in group:
+                    start = batch.ends[index - 1] if index else 0
+                    end = batch.ends[index]
+                    key = self.prefix + batch.symbols[index]
+                    calls.append((
+                        key,
+                        key + WINDOW_SUFFIX,
+                        key + LAYOUT_SUFFIX,
+                        window,
+                        spec_version,
+                        names,
+                        batch.newest[index],
+                        batch.records[start * size : end * size],
+                        *batch.micros[start:end],
+                    ))
+                last = group.stop == len(batch.symbols)
+                results = self._run_script(calls, event if last else None)
+                for written, stale, replaced in results[: len(group)]:
+                    summary.written += written
+                    summary.stale += stale
+                    summary.latest += replaced
+                if event is not None and last:
+                    summary.event_id = results[-1].decode()
         except redis.RedisError as error:
             raise UserError(f"redis: {error}") from error
         return summary
 
     def read(self, symbol: str) -> dict[str, float | str] | None:
-        """The stored vector of ``symbol`` (None when there is none)."""
+        """The stored latest vector of ``symbol`` (None when there is none)."""
         try:
             raw = self.client.hgetall(self.prefix + symbol)
         except redis.RedisError as error:
             raise UserError(f"redis: {error}") from error
-        if not raw:
+        return _vector(raw) if raw else None
+
+    def read_latest(self, symbols: Sequence[str]) -> pa.Table:
+        """The latest vectors of many symbols, in one round trip.
+
+        Returns:
+            ``symbol, ts, spec_version`` and the feature columns (the union over the symbols, in
+            first-seen order; null where a symbol's vector lacks one), one row per symbol that
+            has a vector, in the order asked. Symbols with no vector are left out.
+        """
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for symbol in symbols:
+                pipe.hgetall(self.prefix + symbol)
+            raws = pipe.execute()
+        except redis.RedisError as error:
+            raise UserError(f"redis: {error}") from error
+        found = [(s, _vector(raw)) for s, raw in zip(symbols, raws, strict=True) if raw]
+        columns: dict[str, None] = {}
+        for _, vector in found:
+            columns |= dict.fromkeys(k for k in vector if k not in ("as_of", "spec_version"))
+        times = np.array([v["as_of"][:-1] for _, v in found], dtype="datetime64[us]")
+        data = {
+            "symbol": pa.array([s for s, _ in found], pa.string()),
+            "ts": pa.array(times.astype(np.int64)).cast(UTC_MICROS),
+            "spec_version": pa.array([v["spec_version"] for _, v in found], pa.string()),
+        }
+        for name in columns:
+            data[name] = pa.array([v.get(name) for _, v in found], pa.float64())
+        return pa.table(data)
+
+    def read_window(self, symbol: str, n: int | None = None) -> pa.Table:
+        """The stored window of ``symbol``, oldest first: ``ts`` and the feature columns.
+
+        Args:
+            symbol: the symbol.
+            n: only the newest ``n`` vectors (all kept ones when None).
+
+        Returns:
+            The vectors, with the spec version in the schema metadata (``spec_version``); a
+            symbol with no window gives an empty table with only ``ts``.
+        """
+        if n is not None and n < 1:
+            raise UserError(f"online store: n must be 1 or more, not {n}")
+        key = self.prefix + symbol
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(key + LAYOUT_SUFFIX)
+            pipe.zrange(key + WINDOW_SUFFIX, -n if n else 0, -1)
+            layout, records = pipe.execute()
+        except redis.RedisError as error:
+            raise UserError(f"redis: {error}") from error
+        if layout is None:
+            return pa.table({"ts": pa.array([], UTC_MICROS)})
+        spec_version, _, names = layout.decode().partition("\n")
+        table = unpack_records(records, names.split(",") if names else [])
+        return table.replace_schema_metadata({"spec_version": spec_version})
+
+    def publish_event(
+        self, as_of: datetime | str, symbols: Sequence[str], spec_version: str
+    ) -> str:
+        """Appends a batch event (these symbols changed at ``as_of``); returns its stream id.
+
+        A naive ``as_of`` is taken as UTC; text must be ISO-8601.
+        """
+        fields = self._event_fields(as_of, symbols, spec_version)
+        assert fields is not None
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            self._append_event(pipe, fields)
+            (event_id,) = pipe.execute()
+        except redis.RedisError as error:
+            raise UserError(f"redis: {error}") from error
+        return event_id.decode()
+
+    def read_events(self, after: str = "0-0", count: int = 100) -> list[BatchEvent]:
+        """Up to ``count`` batch events appended after the event id ``after``, oldest first."""
+        try:
+            entries = self.client.xrange(self.events_key, min=f"({after}", count=count)
+        except redis.ResponseError as error:
+            raise UserError(f"read events: after must be an event id like 1-0 ({error})") from None
+        except redis.RedisError as error:
+            raise UserError(f"redis: {error}") from error
+        return [
+            BatchEvent(
+                id=entry_id.decode(),
+                as_of=datetime.fromisoformat(fields[b"as_of"].decode()),
+                symbols=json.loads(fields[b"symbols"]),
+                spec_version=fields[b"spec_version"].decode(),
+            )
+            for entry_id, fields in entries
+        ]
+
+    def _event_fields(
+        self, as_of: datetime | str | None, symbols: Sequence[str], spec_version: str
+    ) -> dict[str, str] | None:
+        if as_of is None:
             return None
-        vector: dict[str, float | str] = {}
-        for key, value in raw.items():
-            name, text = key.decode(), value.decode()
-            vector[name] = text if name in ("as_of", "spec_version") else float(text)
-        return vector
+        return {
+            "as_of": _event_time(as_of),
+            "symbols": json.dumps(list(symbols)),
+            "spec_version": spec_version,
+        }
+
+    def _append_event(self, pipe: redis.client.Pipeline, fields: dict[str, str]) -> None:
+        pipe.xadd(self.events_key, fields, maxlen=self.events_maxlen, approximate=True)
+
+    def _run_script(self, calls: list[tuple], event: dict[str, str] | None) -> list:
+        """Runs script calls (and appends an event) in one round trip; their results in order.
+
+        The script is loaded on first use, and again if the server lost it (a restart): the
+        calls then run again, which is safe since they are idempotent.
+        """
+        if not self._script_loaded:
+            self.client.script_load(_WRITE_VECTORS)
+            self._script_loaded = True
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for args in calls:
+                pipe.evalsha(self._script.sha, 3, *args)
+            if event is not None:
+                self._append_event(pipe, event)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                self.client.script_load(_WRITE_VECTORS)
+        raise AssertionError("unreachable")
 
 
-def _iso(ts: object) -> str:
-    """Fixed-width ISO-8601 UTC text (``2024-01-02T15:30:00.000000Z``)."""
-    text = ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    if len(text) != 27:
-        raise UserError(f"online store: time {ts} is out of range")
-    return text
+def _vector(raw: dict[bytes, bytes]) -> dict[str, float | str]:
+    """The decoded latest vector: ``as_of``, ``spec_version`` and a float per feature."""
+    vector: dict[str, float | str] = {
+        "as_of": raw[b"as_of"].decode(),
+        "spec_version": raw[b"spec_version"].decode(),
+    }
+    if b"values" in raw:
+        names = raw[b"columns"].decode().split(",") if raw[b"columns"] else []
+        values = np.frombuffer(raw[b"values"], dtype="<f8").tolist()
+        return vector | dict(zip(names, values, strict=True))
+    for key, value in raw.items():  # the form before windows: one text field per feature
+        if key not in (b"as_of", b"spec_version"):
+            vector[key.decode()] = float(value)
+    return vector
+
+
+def _event_time(as_of: datetime | str) -> str:
+    """The fixed-width ISO-8601 UTC text of an event time (naive times are UTC)."""
+    if isinstance(as_of, str):
+        try:
+            as_of = datetime.fromisoformat(as_of)
+        except ValueError:
+            raise UserError(f"event as_of: {as_of!r} is not an ISO-8601 time") from None
+    if as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=UTC)
+    return iso_times(pa.array([as_of.astimezone(UTC)], UTC_MICROS))[0]
 
 
 def online_store(settings: Settings) -> OnlineStore:
-    """The configured online store (``redis.pipeline_size`` vectors per round trip)."""
+    """The configured online store (``redis.pipeline_size`` symbols per round trip)."""
     return OnlineStore(redis_client(settings), pipeline_size=settings.redis.pipeline_size)

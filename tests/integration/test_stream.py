@@ -1,5 +1,6 @@
 """Stream consumers against the real broker, Redis and offline store, through crashes."""
 
+import functools
 import json
 import os
 import signal
@@ -91,12 +92,15 @@ def test_stream_survives_consumer_kills_and_a_broker_restart(stack, tmp_path):
     bars = tmp_path / "bars.parquet"
     frame = synthetic_bars()
     frame.to_parquet(bars)
-    replay = stack.run_background("stream", "replay", "--source", str(bars), "--rate", "20000")
-    # Kill a consumer twice while the replay runs, then restart the broker.
+    replay = stack.run_background("stream", "replay", "--source", str(bars), "--rate", "1500")
+    # Kill a consumer twice while the replay runs (about 70 s), then restart the broker.
+    wait_for(lambda: stored_bars(stack) > 0, "the first stored bars")
     for name in ("stream-consumer-0", "stream-consumer-1"):
-        wait_for(lambda: stored_bars(stack) > 0, "the first stored bars")
-        os.kill(consumer_pids(stack)[name], signal.SIGKILL)
-        time.sleep(3)
+        pid = consumer_pids(stack)[name]
+        os.kill(pid, signal.SIGKILL)
+        restarted = functools.partial(lambda n, p: consumer_pids(stack).get(n, p) != p, name, pid)
+        wait_for(restarted, f"Ray to restart {name}")
+    assert replay.poll() is None, "the replay ended before the consumers were killed"
     out, err = replay.communicate()
     assert replay.returncode == 0, out + err
     stack.restart_service("kafka")
@@ -217,3 +221,40 @@ def inject_bad_messages(settings) -> list[tuple[str, str]]:
         producer.produce(settings.stream.bars_topic, key=symbol, value=payload)
     assert producer.flush(30) == 0
     return cases
+
+
+def test_ticks_become_the_bars_they_were_made_from(stack, tmp_path):
+    stack.ok("stream", "start", "--consumers", "1")
+    minutes = 300
+    frame = synthetic_bars()
+    frame = frame[frame.symbol < "STR003"].groupby("symbol").head(minutes).copy()
+    frame["symbol"] = frame.symbol.str.replace("STR", "TCK")
+    frame["interval"] = "1m"  # the stream's tick interval (`stream.interval`)
+    frame["ts"] = np.tile(pd.date_range("2024-01-02", periods=minutes, freq="min", tz="UTC"), 3)
+    path = tmp_path / "minutes.parquet"
+    frame.to_parquet(path)
+    stack.ok("stream", "replay", "--source", str(path), "--topic", "ticks")
+
+    def stored() -> int:
+        return sum(r["bars"] for r in stack.records("symbols") if r["symbol"].startswith("TCK"))
+
+    # Each symbol's last minute stays open: no later tick has closed it.
+    wait_for(lambda: stored() == 3 * (minutes - 1), "the aggregated bars")
+    got = pd.DataFrame(stack.records("show", "TCK001", "--limit", "1000")).sort_values("ts")
+    want = frame[frame.symbol == "TCK001"].head(minutes - 1)
+    for column in ("open", "high", "low", "close", "volume"):
+        np.testing.assert_allclose(got[column], want[column], rtol=1e-9, err_msg=column)
+    stack.ok("stream", "stop")
+
+
+def test_stream_commands_before_their_prerequisites_are_one_line(stack, tmp_path):
+    down = dict(stack.env, RAY_APPS_RAY__PORT="1", RAY_APPS_KAFKA__PORT="1")
+    for args in (
+        ("stream", "start"),
+        ("stream", "status"),
+        ("stream", "replay", "--source", "synthetic:2:10"),
+    ):
+        done = stack.cli(*args, env=down)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "Traceback" not in done.stderr

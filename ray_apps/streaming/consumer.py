@@ -9,9 +9,10 @@ a thread of its own (so a Ray restart of a killed actor resumes by itself, and `
    incremental features of all the batch's symbols at once (``streaming.partition``);
 3. write the latest vectors and windows to Redis with an event for the serving side, and
    produce dead letters (unparseable, breaking the schema or a bar rule, or late);
-4. every ``offline_flush_ms``: insert the bars and features into the offline store through its
-   owner actor, then checkpoint each partition's state with the offset it reflects, then
-   commit those offsets.
+4. every ``offline_flush_ms``: send the bars and features to the offline store's owner actor
+   (the inserts run while the consumer goes on); once a sending's inserts are done (checked at
+   the next flush), checkpoint each partition's state with the offset it reflected when sent,
+   then commit those offsets.
 
 A consumer that dies or loses a partition leaves the last checkpoint behind: the partition's
 next owner restores that state and seeks to its offset, so whatever came after it is processed
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
@@ -112,7 +114,7 @@ class StreamConsumer:
             self._state = "running"
             while not self._stop.is_set():
                 self._step()
-            self._flush()
+            self._drain()
             self._state = "stopped"
         except Exception as error:  # the loop must report, not vanish
             log.exception("stream consumer %s failed", self.name)
@@ -133,6 +135,7 @@ class StreamConsumer:
         self._pending_features: dict[str, list[pa.Table]] = defaultdict(list)
         self._offsets: dict[Key, int] = {}  # next offset per partition, processed so far
         self._dirty: set[Key] = set()
+        self._sending: tuple[list[ray.ObjectRef], dict[Key, tuple[int, bytes]], int] | None = None
         self._flushed_at = time.monotonic()
         self._lag_at = 0.0
         self._short_watermark = False
@@ -157,7 +160,8 @@ class StreamConsumer:
                 time.sleep(RETRY_PAUSE_S)
                 return
         now = time.monotonic()
-        if self._dirty and (now - self._flushed_at) * 1000 >= stream.offline_flush_ms:
+        due = (now - self._flushed_at) * 1000 >= stream.offline_flush_ms
+        if (self._dirty or self._sending) and due:
             try:
                 self._flush()
             except Exception as error:
@@ -182,13 +186,9 @@ class StreamConsumer:
             key = (message.topic(), message.partition())
             if key not in self.states:
                 continue  # a partition revoked while its messages were in flight
-            by_partition[key][message.offset()] = RawMessage(
-                topic=message.topic(),
-                partition=message.partition(),
-                offset=message.offset(),
-                key=message.key(),
-                value=message.value(),
-                timestamp_ms=message.timestamp()[1],
+            offset = message.offset()
+            by_partition[key][offset] = RawMessage(
+                key[0], key[1], offset, message.key(), message.value(), message.timestamp()[1]
             )
         features: list[pa.Table] = []
         produced_ms: list[int] = []
@@ -210,10 +210,12 @@ class StreamConsumer:
             produced_ms += [m.timestamp_ms for m in raw.values()]
         changed = pa.concat_tables(features) if features else None
         if changed is not None and changed.num_rows:
-            self.online.write_batch(changed, self.spec.version, self.settings.stream.window)
-            symbols = sorted(set(changed.column("symbol").to_pylist()))
-            as_of = max(changed.column("ts").to_pylist())
-            self.online.publish_event(as_of, symbols, self.spec.version)
+            self.online.write_batch(
+                changed,
+                self.spec.version,
+                self.settings.stream.window,
+                event_as_of=pc.max(changed.column("ts")).as_py(),
+            )
         done = time.monotonic()
         freshness = time.time() * 1000 - np.asarray(produced_ms, dtype=np.float64)
         self.metrics.observe_batch(done - started, np.maximum(freshness, 0) / 1000)
@@ -234,12 +236,15 @@ class StreamConsumer:
         self.producer.poll(0)
 
     def _flush(self) -> None:
-        """Offline store, then checkpoints, then offsets: in that order."""
+        """Send what is pending to the offline store; checkpoint and commit the last sending.
+
+        Inserts run in the store's actor while this consumer goes on: a sending is
+        checkpointed (each partition's state and next offset, as they were when it was sent)
+        and its offsets committed once its inserts are done, at the next flush.
+        """
+        self._complete_sending()
         if not self._dirty:
             return
-        undelivered = self.producer.flush(30)
-        if undelivered:
-            raise RuntimeError(f"{undelivered} dead letters not delivered")
         calls = []
         if self._pending_bars:
             calls.append(self.offline.insert_bars.remote(pa.concat_tables(self._pending_bars)))
@@ -249,23 +254,41 @@ class StreamConsumer:
                     pa.concat_tables(tables), interval, self.spec.version, self.spec.fingerprint
                 )
             )
-        ray.get(calls)
-        group = self.settings.stream.group_id
-        commits = []
-        for key in sorted(self._dirty):
-            offset = self._offsets[key]
-            self.checkpoints.save(group, key[0], key[1], offset, self.states[key].save())
-            commits.append(TopicPartition(key[0], key[1], offset))
-        self.metrics.checkpoints += len(commits)
-        self.consumer.commit(offsets=commits, asynchronous=False)
-        self.metrics.stored(sum(t.num_rows for t in self._pending_bars))
+        snapshot = {key: (self._offsets[key], self.states[key].save()) for key in self._dirty}
+        bars = sum(t.num_rows for t in self._pending_bars)
+        self._sending = (calls, snapshot, bars)
         self._pending_bars.clear()
         self._pending_features.clear()
         self._dirty.clear()
         self._flushed_at = time.monotonic()
 
+    def _complete_sending(self) -> None:
+        """Offline store, then dead letters, then checkpoints, then offsets: in that order."""
+        if self._sending is None:
+            return
+        calls, snapshot, bars = self._sending
+        ray.get(calls)
+        undelivered = self.producer.flush(30)
+        if undelivered:
+            raise RuntimeError(f"{undelivered} dead letters not delivered")
+        group = self.settings.stream.group_id
+        commits = []
+        for (topic, partition), (offset, state) in sorted(snapshot.items()):
+            self.checkpoints.save(group, topic, partition, offset, state)
+            commits.append(TopicPartition(topic, partition, offset))
+        self.consumer.commit(offsets=commits, asynchronous=True)
+        self.metrics.checkpoints += len(commits)
+        self.metrics.stored(bars)
+        self._sending = None
+
+    def _drain(self) -> None:
+        """Store, checkpoint and commit everything processed so far."""
+        self._flush()
+        self._complete_sending()
+
     def _rewind(self) -> None:
         """Drop what is not checkpointed and go back to the checkpoints."""
+        self._sending = None
         self._pending_bars.clear()
         self._pending_features.clear()
         self._dirty.clear()
@@ -339,12 +362,13 @@ class StreamConsumer:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
-            self._flush()
+            self._drain()
         except Exception:  # the next owner starts from the last checkpoint instead
             log.exception("stream consumer %s: flush on revoke failed", self.name)
         self._drop(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._sending = None
         self._pending_bars.clear()
         self._pending_features.clear()
         self._dirty.clear()
@@ -364,12 +388,11 @@ class StreamConsumer:
         """
         for topic, partition in list(self.states):
             position = self._offsets.get((topic, partition))
-            try:
-                _, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=1, cached=False
-                )
-            except Exception:  # the broker may be restarting: try again later
-                return
+            # The high watermark the last fetch brought: asking the broker (cached=False)
+            # costs a round trip per partition, which the local broker answers slowly.
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
             if position is None or high < 0:
                 continue
             if high < position:

@@ -29,12 +29,22 @@ echo "== a sweep: ridge on the S&P 500 panel's stored features, best model regis
 ray-apps sweep tune/ridge.yaml
 echo
 ray-apps models list
+echo
+echo "== the stream: a consumer actor, 20 synthetic symbols replayed through Kafka into Redis and ClickHouse"
+ray-apps stream start --consumers 1
+ray-apps stream replay --source synthetic:20:500
+for _ in $(seq 60); do  # the consumer works on after the replay ends
+  ray-apps stream status --json | python3 -c 'import json, sys; sys.exit(0 if sum(sum(c["consumed"].values()) for c in json.load(sys.stdin)) >= 10000 else 1)' && break
+  sleep 2
+done
+ray-apps stream status
+ray-apps features online SYN0001
 cat <<MSG
 
 The stack keeps running. Where things are:
   Ray dashboard   $(ray-apps stack env | sed -n 's/^export RAY_ADDRESS=//p')  (token: .ray-apps/ray_auth_token)
   MLflow UI       http://127.0.0.1:5000
-  status          ray-apps stack status
+  status          ray-apps stack status; ray-apps stream status
   submit a job    eval "\$(ray-apps stack env)"; ray job submit -- python -m ray_apps.jobs.ingest --source synthetic:50:2000
   stop            ray-apps stack down   (data stays in .ray-apps/)
 MSG

@@ -142,6 +142,12 @@ class StreamSettings(_Section):
         description="A message this many seconds or less behind its symbol's last bar is a "
         "replay (skipped and counted); further behind, it is a dead letter.",
     )
+    max_poll_interval_ms: PositiveInt = Field(
+        30_000,
+        description="Longest a consumer may go between polls; also how long a rebalance waits "
+        "for a member that stopped polling (the local broker held a join for minutes at "
+        "Kafka's 300000 after consumers were killed).",
+    )
     session_timeout_ms: PositiveInt = Field(
         6000,
         description="Consumer group session timeout; the local broker takes half of it to "

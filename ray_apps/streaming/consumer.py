@@ -67,6 +67,7 @@ def consumer_config(settings: Settings, name: str) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "session.timeout.ms": stream.session_timeout_ms,
         "heartbeat.interval.ms": max(100, stream.session_timeout_ms // 3),
+        "max.poll.interval.ms": max(stream.max_poll_interval_ms, stream.session_timeout_ms),
         "log_level": 3,
     }
 

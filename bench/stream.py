@@ -11,7 +11,11 @@ in one run, for the same topic of N synthetic bars:
     message's produce time to its features in Redis, beside the same from produce time to a
     bare consumer's poll (what the broker alone costs).
 
-    python bench/stream.py [--symbols 100] [--bars 2000] [--rate 5000] [--seconds 10]
+    python bench/stream.py [--symbols 200] [--bars 2500] [--rate 5000] [--seconds 10]
+
+Measured 2026-11-26, 2-core shared machine, one run: bare consumer 189,090 msg/s; 1 consumer
+46,146 bars/s, 2 consumers 54,958 bars/s end to end; at 5,000 bars/s produce -> Redis p50 432
+ms, p99 793 ms, produce -> bare consumer p50 307 ms, p99 639 ms.
 """
 
 from __future__ import annotations
@@ -132,8 +136,8 @@ def freshness(settings: Settings, bars, rate: float, seconds: float) -> tuple[fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--symbols", type=int, default=100)
-    parser.add_argument("--bars", type=int, default=2000)
+    parser.add_argument("--symbols", type=int, default=200)
+    parser.add_argument("--bars", type=int, default=2500)
     parser.add_argument("--rate", type=float, default=5000.0, help="bars/s of the freshness run")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the freshness run")
     args = parser.parse_args()

@@ -36,10 +36,18 @@ def _read_all(settings, topic: str, expected: int) -> list:
     return messages
 
 
+#: Topics of this module's own (other tests' consumers and replays use the default ones).
+TOPICS = {
+    "RAY_APPS_STREAM__BARS_TOPIC": "replay-bars",
+    "RAY_APPS_STREAM__TICKS_TOPIC": "replay-ticks",
+}
+
+
 def test_replay_publishes_bars_in_time_order_per_key_and_ticks_that_aggregate_back(stack):
-    done = stack.cli("stream", "replay", "--source", "synthetic:5:200:1m")
+    env = dict(stack.env, **TOPICS)
+    done = stack.cli("stream", "replay", "--source", "synthetic:5:200:1m", env=env)
     assert done.returncode == 0, done.stderr
-    messages = _read_all(stack.settings, "bars", 1000)
+    messages = _read_all(stack.settings, "replay-bars", 1000)
     assert len(messages) == 1000
     by_key: dict[bytes, list] = {}
     for message in messages:
@@ -49,10 +57,13 @@ def test_replay_publishes_bars_in_time_order_per_key_and_ticks_that_aggregate_ba
     assert len(by_key) == 5 and all(len(v) == 200 for v in by_key.values())
     assert all(times == sorted(times) for times in by_key.values())
 
-    done = stack.cli("stream", "replay", "--source", "synthetic:5:200:1m", "--topic", "ticks")
+    done = stack.cli(
+        "stream", "replay", "--source", "synthetic:5:200:1m", "--topic", "ticks", env=env
+    )
     assert done.returncode == 0, done.stderr
     ticks = [
-        TickMessage.model_validate_json(m.value()) for m in _read_all(stack.settings, "ticks", 4000)
+        TickMessage.model_validate_json(m.value())
+        for m in _read_all(stack.settings, "replay-ticks", 4000)
     ]
     assert len(ticks) == 4000
     table = pa.table(

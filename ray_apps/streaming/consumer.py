@@ -138,7 +138,6 @@ class StreamConsumer:
         self._dirty: set[Key] = set()
         self._sending: tuple[list[ray.ObjectRef], dict[Key, tuple[int, bytes]], int] | None = None
         self._flushed_at = time.monotonic()
-        self._rewinding = False  # a batch or a write failed: restore before consuming again
         self._lag_at = 0.0
         self._short_watermark = False
         self.consumer.subscribe(
@@ -150,21 +149,16 @@ class StreamConsumer:
 
     def _step(self) -> None:
         stream = self.settings.stream
-        if self._rewinding:
-            try:
-                self._rewind()
-            except Exception as error:  # a store is still away: try again in a moment
-                self._failed("rewind", error)
-                return
-            self._rewinding = False
         messages = self.consumer.consume(stream.batch_messages, stream.batch_timeout_ms / 1000)
         started = time.monotonic()
         if messages:
             try:
                 self._process(messages, started)
             except Exception as error:
-                self._failed("batch", error)
-                self._rewinding = True
+                log.exception("stream consumer %s: batch failed; rewinding", self.name)
+                self.metrics.error(f"{type(error).__name__}: {error}")
+                self._rewind()
+                time.sleep(RETRY_PAUSE_S)
                 return
         now = time.monotonic()
         due = (now - self._flushed_at) * 1000 >= stream.offline_flush_ms
@@ -172,18 +166,14 @@ class StreamConsumer:
             try:
                 self._flush()
             except Exception as error:
-                self._failed("offline write", error)
-                self._rewinding = True
+                log.exception("stream consumer %s: offline write failed; rewinding", self.name)
+                self.metrics.error(f"{type(error).__name__}: {error}")
+                self._rewind()
+                time.sleep(RETRY_PAUSE_S)
                 return
         if now - self._lag_at >= LAG_EVERY_S:
             self._measure_lag()
             self._lag_at = now
-
-    def _failed(self, what: str, error: Exception) -> None:
-        """Count a failure; the next step goes back to the checkpoints (after a pause)."""
-        log.exception("stream consumer %s: %s failed; back to the checkpoints", self.name, what)
-        self.metrics.error(f"{what}: {type(error).__name__}: {error}")
-        time.sleep(RETRY_PAUSE_S)
 
     def _process(self, messages: list, started: float) -> None:
         """One micro-batch: features to Redis now, bars and features kept for the next flush."""

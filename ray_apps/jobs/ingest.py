@@ -13,7 +13,7 @@ import pandas as pd
 
 from ray_apps._private.ray_cluster import connect_ray
 from ray_apps.config import Settings
-from ray_apps.jobs import run_job
+from ray_apps.jobs import positive_int, run_job
 from ray_apps.marketdata.ingest import Echo, IngestRequest, IngestSummary, run_ingest
 from ray_apps.marketdata.loaders import CSV_CHUNK_ROWS
 from ray_apps.marketdata.sources import SOURCE_FORMS
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--chunk-rows",
-        type=_positive_int,
+        type=positive_int,
         default=CSV_CHUNK_ROWS,
         metavar="N",
         help="files and packaged data: rows read and validated at a time "
@@ -85,12 +85,6 @@ def _utc_time(text: str) -> pd.Timestamp:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not a date or time: {text!r}") from exc
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
-    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from ray_apps._private.ray_cluster import connect_ray
 from ray_apps.config import Settings
 from ray_apps.errors import UserError, validation_problems
-from ray_apps.jobs import run_job
+from ray_apps.jobs import positive_int, run_job
 from ray_apps.marketdata.schema import bars_table
 from ray_apps.marketdata.sources import SOURCE_FORMS, SyntheticSource, parse_source
 from ray_apps.marketdata.synthetic import generate_bars
@@ -101,7 +101,7 @@ def add_consumer_arguments(actions: argparse._SubParsersAction) -> None:
         "offline store fresh until `ray-apps stream stop`. Running consumers are left running.",
     )
     start.add_argument(
-        "--consumers", type=_positive_int, default=1, metavar="N", help="consumer actors"
+        "--consumers", type=positive_int, default=1, metavar="N", help="consumer actors"
     )
     actions.add_parser(
         "stop",
@@ -126,12 +126,6 @@ def run_action(args: argparse.Namespace, settings: Settings) -> str:
     if args.json:
         return json.dumps([c.model_dump() for c in status.consumers])
     return status.render()
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
-    return int(text)
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -162,6 +162,11 @@ class StreamSettings(_Section):
         "and then checkpoints and commits (Redis is written every micro-batch).",
     )
     consumer_cpus: float = Field(0.5, ge=0, description="CPUs Ray reserves per consumer actor.")
+    kafka_debug: str = Field(
+        "",
+        description="librdkafka debug contexts for the consumers (e.g. ``cgrp,fetch``), "
+        "written to the consumer actors' logs; empty logs the client's warnings only.",
+    )
 
     def dead_letter_topic(self, topic: str) -> str:
         """The dead-letter topic of an input topic."""

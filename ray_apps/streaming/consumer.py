@@ -68,8 +68,15 @@ def consumer_config(settings: Settings, name: str) -> dict[str, Any]:
         "session.timeout.ms": stream.session_timeout_ms,
         "heartbeat.interval.ms": max(100, stream.session_timeout_ms // 3),
         "max.poll.interval.ms": max(stream.max_poll_interval_ms, stream.session_timeout_ms),
-        "log_level": 3,
+        **_client_logging(stream.kafka_debug),
     }
+
+
+def _client_logging(debug: str) -> dict[str, Any]:
+    """The client library's warnings (or, with ``debug`` contexts, everything) to the log."""
+    if debug:
+        return {"debug": debug, "log_level": 7}
+    return {"log_level": 4}
 
 
 class StreamConsumer:

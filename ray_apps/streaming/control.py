@@ -95,13 +95,35 @@ def start_consumers(settings: Settings, count: int, echo: Echo = print) -> Strea
 
 
 def stop_consumers(settings: Settings, echo: Echo = print) -> StreamStatus:
-    """Stop every consumer: each stores, checkpoints and commits what it holds, then goes."""
+    """Stop every consumer: each stores, checkpoints and commits what it holds, then goes.
+
+    Consumers leave the group one at a time, each once the others have taken over its
+    partitions: a member leaving while the group rebalances can stay behind as a leader that
+    never answers on the local broker (tansu 0.6), and no consumer could join the group again.
+    """
     handles = _consumers(settings)
-    statuses = ray.get([h.stop.remote() for h in handles]) if handles else []
-    for handle in handles:
+    statuses: list[ConsumerStatus] = []
+    owned = sum(len(s.partitions) for s in ray.get([h.status.remote() for h in handles]))
+    settle_s = (settings.stream.max_poll_interval_ms + settings.stream.session_timeout_ms) / 1000
+    for index in range(len(handles) - 1, -1, -1):
+        handle = handles[index]
+        statuses.insert(0, ray.get(handle.stop.remote()))
         ray.kill(handle, no_restart=True)
+        if index and not _taken_over(handles[:index], owned, settle_s):
+            echo(f"the remaining consumers did not take over within {settle_s:.0f} s")
     echo(f"stopped {len(handles)} stream consumer(s)")
     return StreamStatus(consumers=statuses)
+
+
+def _taken_over(handles: list[ray.actor.ActorHandle], owned: int, limit_s: float) -> bool:
+    """Wait until ``handles`` own ``owned`` partitions between them (a rebalance is over)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        statuses = ray.get([h.status.remote() for h in handles])
+        if sum(len(s.partitions) for s in statuses) >= owned:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def stream_status(settings: Settings) -> StreamStatus:

@@ -45,6 +45,16 @@ pq.write_table(ray.get(store.features.remote(spec_version=sys.argv[2], interval=
 """
 
 
+@pytest.fixture
+def streaming(stack):
+    """The stack; every stream consumer is stopped after the test, passed or failed.
+
+    A consumer left running holds CPUs that later tests' Ray jobs wait for.
+    """
+    yield stack
+    stack.cli("stream", "stop")
+
+
 def consumer_pids(stack) -> dict[str, int]:
     done = stack.run(sys.executable, "-c", ACTOR_PIDS)
     assert done.returncode == 0, done.stderr
@@ -85,7 +95,8 @@ def read_dead_letters(settings) -> list[tuple[str, dict]]:
     return letters
 
 
-def test_stream_survives_consumer_kills_and_a_broker_restart(stack, tmp_path):
+def test_stream_survives_consumer_kills_and_a_broker_restart(streaming, tmp_path):
+    stack = streaming
     settings = stack.settings
     stack.ok("stream", "start", "--consumers", "2")
     assert {s["state"] for s in stream_status(stack)} == {"running"}
@@ -225,8 +236,11 @@ def inject_bad_messages(settings) -> list[tuple[str, str]]:
     return cases
 
 
-def test_ticks_become_the_bars_they_were_made_from(stack, tmp_path):
+def test_ticks_become_the_bars_they_were_made_from(streaming, tmp_path):
+    stack = streaming
     stack.ok("stream", "start", "--consumers", "1")
+    # The group left by the last test's `stream stop` takes a new member.
+    wait_for(lambda: stream_status(stack)[0]["partitions"], "partitions for the consumer", 120)
     minutes = 300
     frame = synthetic_bars()
     frame = frame[frame.symbol < "STR003"].groupby("symbol").head(minutes).copy()

@@ -52,8 +52,10 @@ log = logging.getLogger(__name__)
 Key = tuple[str, int]
 #: Seconds between two lag measurements.
 LAG_EVERY_S = 1.0
-#: Seconds to wait after a failed batch before processing again from the checkpoints.
+#: Seconds between the first tries to recover from a failed batch or write (doubling, up to
+#: ``MAX_RETRY_PAUSE_S``).
 RETRY_PAUSE_S = 1.0
+MAX_RETRY_PAUSE_S = 10.0
 
 
 def consumer_config(settings: Settings, name: str) -> dict[str, Any]:
@@ -98,6 +100,9 @@ class StreamConsumer:
         }
         self.metrics = ConsumerMetrics(name)
         self.states: dict[Key, PartitionState] = {}
+        self._assigned: set[Key] = set()
+        self._recover_at: float | None = None  # set while recovering from a failure
+        self._retry_pause_s = RETRY_PAUSE_S
         self._state = "starting"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{name}-loop", daemon=True)
@@ -105,7 +110,7 @@ class StreamConsumer:
 
     def status(self) -> ConsumerStatus:
         """The consumer's figures and the partitions it owns."""
-        partitions = sorted(f"{t}[{p}]" for t, p in self.states)
+        partitions = sorted(f"{t}[{p}]" for t, p in self._assigned)
         return self.metrics.snapshot(self._state, partitions)
 
     def stop(self, timeout_s: float = 60.0) -> ConsumerStatus:
@@ -122,7 +127,8 @@ class StreamConsumer:
             self._state = "running"
             while not self._stop.is_set():
                 self._step()
-            self._drain()
+            if self._recover_at is None:
+                self._drain()
             self._state = "stopped"
         except Exception as error:  # the loop must report, not vanish
             log.exception("stream consumer %s failed", self.name)
@@ -157,15 +163,17 @@ class StreamConsumer:
     def _step(self) -> None:
         stream = self.settings.stream
         messages = self.consumer.consume(stream.batch_messages, stream.batch_timeout_ms / 1000)
+        if self._recover_at is not None:
+            # Partitions are paused; what was fetched before is read again after the rewind.
+            if time.monotonic() >= self._recover_at:
+                self._recover()
+            return
         started = time.monotonic()
         if messages:
             try:
                 self._process(messages, started)
             except Exception as error:
-                log.exception("stream consumer %s: batch failed; rewinding", self.name)
-                self.metrics.error(f"{type(error).__name__}: {error}")
-                self._rewind()
-                time.sleep(RETRY_PAUSE_S)
+                self._fail("batch", error)
                 return
         now = time.monotonic()
         due = (now - self._flushed_at) * 1000 >= stream.offline_flush_ms
@@ -173,10 +181,7 @@ class StreamConsumer:
             try:
                 self._flush()
             except Exception as error:
-                log.exception("stream consumer %s: offline write failed; rewinding", self.name)
-                self.metrics.error(f"{type(error).__name__}: {error}")
-                self._rewind()
-                time.sleep(RETRY_PAUSE_S)
+                self._fail("offline write", error)
                 return
         if now - self._lag_at >= LAG_EVERY_S:
             self._measure_lag()
@@ -294,16 +299,43 @@ class StreamConsumer:
         self._flush()
         self._complete_sending()
 
-    def _rewind(self) -> None:
-        """Drop what is not checkpointed and go back to the checkpoints."""
+    def _fail(self, what: str, error: Exception) -> None:
+        """Drop what is not checkpointed, pause every partition and recover soon.
+
+        A store or the broker being away must not end the loop: the consumer keeps polling
+        (so it stays in the group), with its partitions paused, and retries :meth:`_recover`
+        until the stores answer again.
+        """
+        log.warning("stream consumer %s: %s failed (%s); rewinding", self.name, what, error)
+        self.metrics.error(f"{what}: {type(error).__name__}: {error}")
+        self._clear_pending()
+        self.consumer.pause([TopicPartition(t, p) for t, p in self._assigned])
+        self._state = f"recovering: {what} failed"
+        self._recover_at = time.monotonic() + self._retry_pause_s
+
+    def _recover(self) -> None:
+        """Each partition's state and offset from its checkpoint again, then go on from there."""
+        partitions = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
+        try:
+            self._restore(partitions)
+            for tp in partitions:
+                self.consumer.seek(tp)
+        except Exception as error:
+            self._retry_pause_s = min(2 * self._retry_pause_s, MAX_RETRY_PAUSE_S)
+            self._recover_at = time.monotonic() + self._retry_pause_s
+            log.warning("stream consumer %s: recovery failed (%s); retrying", self.name, error)
+            self.metrics.error(f"recovery: {type(error).__name__}: {error}")
+            return
+        self.consumer.resume(partitions)
+        self._recover_at = None
+        self._retry_pause_s = RETRY_PAUSE_S
+        self._state = "running"
+
+    def _clear_pending(self) -> None:
         self._sending = None
         self._pending_bars.clear()
         self._pending_features.clear()
         self._dirty.clear()
-        partitions = [TopicPartition(t, p) for t, p in self.states]
-        self._restore(partitions)
-        for tp in partitions:
-            self.consumer.seek(tp)
 
     def _restore(self, partitions: list[TopicPartition]) -> None:
         """Each partition's state and start offset from its checkpoint (set on ``partitions``)."""
@@ -316,6 +348,7 @@ class StreamConsumer:
             if saved is None:
                 state = PartitionState(self.spec, self.kinds[tp.topic], stream.interval, tolerance)
                 tp.offset = OFFSET_BEGINNING
+                self._offsets.pop(key, None)
             else:
                 state = PartitionState.restore(saved.state, self.spec, tolerance)
                 tp.offset = saved.offset
@@ -365,27 +398,36 @@ class StreamConsumer:
             scanner.close()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._restore(partitions)
+        self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        if self._recover_at is None:
+            try:
+                self._restore(partitions)
+            except Exception as error:  # assigned, then paused until the stores answer
+                consumer.assign(partitions)
+                self._fail("restoring checkpoints", error)
+                return
         consumer.assign(partitions)
+        if self._recover_at is not None:
+            consumer.pause(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        try:
-            self._drain()
-        except Exception:  # the next owner starts from the last checkpoint instead
-            log.exception("stream consumer %s: flush on revoke failed", self.name)
+        if self._recover_at is None:
+            try:
+                self._drain()
+            except Exception:  # the next owner starts from the last checkpoint instead
+                log.exception("stream consumer %s: flush on revoke failed", self.name)
         self._drop(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._sending = None
-        self._pending_bars.clear()
-        self._pending_features.clear()
-        self._dirty.clear()
+        self._clear_pending()
         self._drop(partitions)
 
     def _drop(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
-            self.states.pop((tp.topic, tp.partition), None)
-            self._offsets.pop((tp.topic, tp.partition), None)
+            key = (tp.topic, tp.partition)
+            self._assigned.discard(key)
+            self.states.pop(key, None)
+            self._offsets.pop(key, None)
             self.metrics.lag.pop(f"{tp.topic}[{tp.partition}]", None)
 
     def _measure_lag(self) -> None:

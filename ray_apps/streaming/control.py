@@ -88,7 +88,12 @@ def start_consumers(settings: Settings, count: int, echo: Echo = print) -> Strea
         if all(s.state == "running" for s in statuses):
             break
         if time.monotonic() > deadline:
-            raise UserError(f"stream consumers did not start within {START_TIMEOUT_S:.0f} s")
+            waiting = next(s for s in statuses if s.state != "running")
+            raise UserError(
+                f"stream consumers did not start within {START_TIMEOUT_S:.0f} s: "
+                f"{waiting.name} is {waiting.state}"
+                + (f" (last error: {waiting.last_error})" if waiting.last_error else "")
+            )
         time.sleep(0.5)
     echo(f"{count} stream consumer(s) running in group {settings.stream.group_id}")
     return StreamStatus(consumers=statuses)

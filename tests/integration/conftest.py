@@ -106,13 +106,17 @@ class Stack:
             text=True,
         )
 
-    def restart_service(self, name: str) -> None:
-        """Kill one of the stack's services (SIGKILL) and bring it back with ``stack up``."""
+    def kill_service(self, name: str) -> None:
+        """Kill one of the stack's services (SIGKILL); ``stack up`` brings it back."""
         pids = json.loads((self.settings.state_dir / PIDS_FILE).read_text())
         pid = pids[name]["pid"]
         os.kill(pid, signal.SIGKILL)
         while processes.is_running(pid):
             time.sleep(0.2)
+
+    def restart_service(self, name: str) -> None:
+        """Kill one of the stack's services (SIGKILL) and bring it back with ``stack up``."""
+        self.kill_service(name)
         self.ok("stack", "up")
 
     def job_env(self) -> dict[str, str]:

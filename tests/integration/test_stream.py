@@ -263,6 +263,53 @@ def test_ticks_become_the_bars_they_were_made_from(streaming, tmp_path):
     stack.ok("stream", "stop")
 
 
+def test_consumers_ride_out_a_redis_outage(streaming, tmp_path):
+    stack = streaming
+    stack.ok("stream", "start", "--consumers", "1")
+    wait_for(lambda: stream_status(stack)[0]["partitions"], "partitions for the consumer", 120)
+    frame = synthetic_bars()
+    frame = frame[frame.symbol < "STR005"].groupby("symbol").head(400).copy()
+    frame["symbol"] = frame.symbol.str.replace("STR", "OUT")
+    halves = [frame[frame.ts < frame.ts.iloc[200]], frame[frame.ts >= frame.ts.iloc[200]]]
+
+    def stored() -> int:
+        return sum(r["bars"] for r in stack.records("symbols") if r["symbol"].startswith("OUT"))
+
+    first = tmp_path / "first.parquet"
+    halves[0].to_parquet(first)
+    stack.ok("stream", "replay", "--source", str(first))
+    wait_for(lambda: stored() == len(halves[0]), "the first half in the offline store")
+
+    stack.kill_service("redis")
+    second = tmp_path / "second.parquet"
+    halves[1].to_parquet(second)
+    stack.ok("stream", "replay", "--source", str(second))
+    wait_for(lambda: stream_status(stack)[0]["state"].startswith("recovering"), "a failed write")
+    time.sleep(5)  # a few failed recoveries
+    stack.ok("stack", "up")
+
+    wait_for(lambda: stored() == len(frame), "every bar in the offline store")
+    status = stream_status(stack)[0]
+    assert status["state"] == "running", status
+    assert status["errors"] >= 2, status  # the failed write and at least one failed recovery
+
+    # Redis holds what the stream stored in the offline store: nothing lost or stale there.
+    spec = load_spec()
+    streamed_path = tmp_path / "streamed.parquet"
+    done = stack.run(sys.executable, "-c", STREAM_FEATURES, str(streamed_path), spec.version)
+    assert done.returncode == 0, done.stderr
+    streamed = pd.read_parquet(streamed_path)
+    online = OnlineStore(redis_client(stack.settings))
+    for symbol, rows in streamed[streamed.symbol.str.startswith("OUT")].groupby("symbol"):
+        assert len(rows) == 400
+        tail = rows.sort_values("ts").tail(WINDOW)
+        window = online.read_window(symbol).to_pandas()
+        np.testing.assert_array_equal(window["ts"].to_numpy(), tail["ts"].to_numpy())
+        np.testing.assert_allclose(
+            window[spec.columns].to_numpy(), tail[spec.columns].to_numpy(), equal_nan=True
+        )
+
+
 def test_stream_commands_before_their_prerequisites_are_one_line(stack, tmp_path):
     down = dict(stack.env, RAY_APPS_RAY__PORT="1", RAY_APPS_KAFKA__PORT="1")
     for args in (

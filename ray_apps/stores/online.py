@@ -313,6 +313,70 @@ class OnlineStore:
         table = unpack_records(records, names.split(",") if names else [])
         return table.replace_schema_metadata({"spec_version": spec_version})
 
+    def symbols(self) -> list[str]:
+        """Every symbol with a latest vector under this store's prefix, sorted.
+
+        Lists the latest hashes with ``SCAN ... TYPE hash`` (never ``KEYS``, which blocks the
+        server): about one round trip per thousand keys of the database.
+        """
+        pattern = _glob_escape(self.prefix) + "*"
+        start = len(self.prefix)
+        try:
+            keys = self.client.scan_iter(match=pattern, count=1000, _type="hash")
+            return sorted({key.decode()[start:] for key in keys})
+        except redis.RedisError as error:
+            raise UserError(f"redis: {error}") from error
+
+    def read_windows(
+        self, symbols: Sequence[str], n: int, until: datetime | None = None
+    ) -> pa.Table:
+        """The newest ``n`` window vectors up to ``until`` of many symbols, in one round trip.
+
+        Args:
+            symbols: the symbols.
+            n: vectors per symbol, at most.
+            until: the newest bar time to take (all stored times when None); a naive time is UTC.
+
+        Returns:
+            ``symbol, ts, spec_version`` and the feature columns (the union over the windows'
+            layouts, null where a layout lacks one): each symbol's rows together, oldest first,
+            in the order asked (grouped by layout first when layouts differ). Symbols with no
+            window are left out.
+        """
+        if n < 1:
+            raise UserError(f"online store: n must be 1 or more, not {n}")
+        newest: int | str = "+inf" if until is None else _micros(until)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for symbol in symbols:
+                key = self.prefix + symbol
+                pipe.get(key + LAYOUT_SUFFIX)
+                pipe.zrange(key + WINDOW_SUFFIX, newest, "-inf", desc=True, byscore=True,
+                            offset=0, num=n)
+            replies = pipe.execute()
+        except redis.RedisError as error:
+            raise UserError(f"redis: {error}") from error
+        by_layout: dict[bytes, tuple[list[str], list[int], list[bytes]]] = {}
+        for symbol, layout, records in zip(symbols, replies[::2], replies[1::2], strict=True):
+            if layout is None or not records:
+                continue
+            names, counts, chunks = by_layout.setdefault(layout, ([], [], []))
+            names.append(symbol)
+            counts.append(len(records))
+            chunks.extend(reversed(records))
+        tables = []
+        for layout, (names, counts, chunks) in by_layout.items():
+            spec_version, _, columns = layout.decode().partition("\n")
+            table = unpack_records(chunks, columns.split(",") if columns else [])
+            symbol = pa.array(np.repeat(np.array(names, dtype=object), counts), pa.string())
+            version = pa.array([spec_version] * table.num_rows, pa.string())
+            tables.append(table.add_column(0, "symbol", symbol).add_column(2, "spec_version",
+                                                                        version))
+        if not tables:
+            return pa.table({"symbol": pa.array([], pa.string()), "ts": pa.array([], UTC_MICROS),
+                             "spec_version": pa.array([], pa.string())})
+        return pa.concat_tables(tables, promote_options="default")
+
     def publish_event(
         self, as_of: datetime | str, symbols: Sequence[str], spec_version: str
     ) -> str:
@@ -400,6 +464,18 @@ def _vector(raw: dict[bytes, bytes]) -> dict[str, float | str]:
         if key not in (b"as_of", b"spec_version"):
             vector[key.decode()] = float(value)
     return vector
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` with the glob characters of a Redis MATCH pattern escaped."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _micros(time: datetime) -> int:
+    """Microseconds since the epoch of ``time`` (a naive time is UTC), as window scores are."""
+    if time.tzinfo is None:
+        time = time.replace(tzinfo=UTC)
+    return pa.scalar(time.astimezone(UTC), UTC_MICROS).cast(pa.int64()).as_py()
 
 
 def _event_time(as_of: datetime | str) -> str:

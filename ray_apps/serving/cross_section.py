@@ -19,7 +19,8 @@ universe, never one symbol. For one feature spec version:
   bar times any symbol of the universe has a vector at, up to ``as_of``), for every symbol of
   the universe, stale ones included: offline, their older rows are part of those dates'
   cross-sections too. The rows come from the windows, and from the latest vector where a
-  window lacks it (stores written with :meth:`OnlineStore.write` keep no window).
+  window lacks it (stores written with :meth:`OnlineStore.write` keep no window; reading those
+  takes a third round trip).
 
 These rows are what the registered pyfunc gets offline from the ``features`` table for the
 same dates, so its scores at ``as_of`` are the online scores. Reading takes two pipelined round
@@ -70,7 +71,7 @@ class Universe:
         newest: the newest bar time of any latest vector of the spec version.
         fresh: the symbols to score at ``as_of``, sorted.
         members: the symbols whose rows enter the cross-section (fresh and stale), sorted.
-        latest: the latest vectors of ``members`` (``symbol, ts, spec_version``, features).
+        latest: ``symbol, ts, spec_version`` of the latest vectors of ``members``.
         problems: per symbol not scored, why.
     """
 
@@ -117,7 +118,7 @@ def read_universe(
         UserError: no symbol has features of ``spec_version``, or Redis fails.
     """
     asked = store.symbols() if symbols is None else list(dict.fromkeys(symbols))
-    latest = store.read_latest(asked)
+    latest = store.latest_times(asked)
     found = set(latest.column("symbol").to_pylist())
     problems = {
         s: SymbolProblem("unknown_symbol", "no features in the online store")
@@ -175,6 +176,13 @@ def read_rows(
     """
     windows = store.read_windows(universe.members, lookback, until=universe.as_of)
     latest = universe.latest.filter(pc.less_equal(universe.latest.column("ts"), universe.as_of))
+    held = windows.select(["symbol", "ts"]).append_column(
+        "held", pa.array(np.ones(windows.num_rows, dtype=bool)))
+    found = latest.select(["symbol", "ts"]).join(held, ["symbol", "ts"], join_type="left outer")
+    lacking = found.filter(pc.is_null(found.column("held"))).column("symbol").to_pylist()
+    # Latest vectors written without a window (OnlineStore.write) take a third round trip.
+    latest = store.read_latest(lacking) if lacking else windows.slice(0, 0)
+    latest = latest.filter(pc.less_equal(latest.column("ts"), universe.as_of))
     missing = [c for c in feature_columns if c not in latest.column_names and
                c not in windows.column_names]
     if missing:

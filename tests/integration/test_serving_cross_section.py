@@ -139,20 +139,29 @@ def test_missing_spec_version_or_column_is_one_clear_error(store):
         read_cross_section(store, "v1", lookback=2, feature_columns=["f", "nope"])
 
 
-def test_five_hundred_symbols_in_two_round_trips(store, monkeypatch):
+@pytest.mark.parametrize("pipeline_size", [1000, 200])
+def test_five_hundred_symbols_in_two_round_trips(redis_settings, monkeypatch, pipeline_size):
+    store = new_store(redis_settings)
+    store.pipeline_size = pipeline_size
     symbols = [f"S{i:03d}" for i in range(500)]
     store.write_batch(history(dict.fromkeys(symbols, range(0, 12))), "v1", window=20)
-    calls = []
+    store.client.script_flush()  # a restarted server has lost the read scripts
+    rounds = []
     execute = type(store.client.pipeline()).execute
 
     def counted(pipe, *args, **kwargs):
-        calls.append(len(pipe.command_stack))
+        rounds.append(len(pipe.command_stack))
         return execute(pipe, *args, **kwargs)
 
     monkeypatch.setattr(type(store.client.pipeline()), "execute", counted)
     section = read_cross_section(store, "v1", lookback=10, feature_columns=["f", "g"],
                                  symbols=symbols)
-    assert calls == [500, 1000]  # latest vectors, then layouts and windows
+    calls = -(-500 // pipeline_size)  # one script call per pipeline_size symbols
+    assert rounds == [calls] * 4  # each read script missing once: tried, loaded, run again
+    rounds.clear()
+    read_cross_section(store, "v1", lookback=10, feature_columns=["f", "g"], symbols=symbols)
+    assert rounds == [calls, calls]  # latest times, then layouts and windows
     assert section.rows.shape == (5000, 4)
     expected = np.array([10.0 * i + d for d in range(2, 12) for i in range(500)])
     np.testing.assert_array_equal(section.rows["f"].to_numpy(), expected)
+    np.testing.assert_array_equal(section.rows["g"].to_numpy(), -np.repeat(range(2, 12), 500))

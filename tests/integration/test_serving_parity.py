@@ -5,6 +5,7 @@ what the registered pyfunc gives offline on the same feature rows."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import mlflow.pyfunc
 import numpy as np
@@ -41,10 +42,12 @@ KINDS = {
 AS_OF = DATES[-2]  # the last date of every symbol; half of them also have DATES[-1]
 NO_ROW_AT_AS_OF = "S04"  # no vector at as_of (did not trade), a newer one exists
 NAN_AT_AS_OF = "S05"  # an undefined feature at as_of
+STALE = "S07"  # stopped at DATES[-4]: stale, yet in the cross-sections of its last dates
+MAX_AGE = timedelta(days=1)
 
 
 def raw_features() -> pd.DataFrame:
-    """``symbol, ts, f1..f3`` with a NaN at as_of for one symbol and one row missing."""
+    """``symbol, ts, f1..f3``: a NaN at as_of, a row missing, a symbol that stopped."""
     rng = np.random.default_rng(11)
     frame = pd.DataFrame(
         [(s, t) for t in DATES for s in SYMBOLS], columns=["symbol", "ts"]
@@ -55,7 +58,8 @@ def raw_features() -> pd.DataFrame:
     late = frame["ts"] == DATES[-1]
     frame = frame[~late | frame["symbol"].isin(SYMBOLS[::2])]  # half are a bar ahead
     missing = (frame["symbol"] == NO_ROW_AT_AS_OF) & (frame["ts"] == AS_OF)
-    return frame[~missing].reset_index(drop=True)
+    stopped = (frame["symbol"] == STALE) & (frame["ts"] > DATES[-4])
+    return frame[~missing & ~stopped].reset_index(drop=True)
 
 
 def training_panel(raw: pd.DataFrame) -> Panel:
@@ -105,7 +109,7 @@ def test_online_scores_equal_the_registered_pyfunc_offline(world, stack, kind):
     assert served.feature_spec_version == SPEC_VERSION and served.alias == "champion"
     assert served.run_id and served.feature_columns == tuple(FEATURES)
 
-    scorer = OnlineScorer(store, served)
+    scorer = OnlineScorer(store, served, max_age=MAX_AGE)
     online = scorer.current()
     assert online.as_of == AS_OF and online.newest == DATES[-1]
 
@@ -116,14 +120,14 @@ def test_online_scores_equal_the_registered_pyfunc_offline(world, stack, kind):
     at = pd.to_datetime(offline["ts"]) == AS_OF.tz_convert(None)
     expected = offline[at].set_index("symbol")["score"]
     scored = expected.dropna()
-    assert len(scored) >= len(SYMBOLS) - 2
+    assert len(scored) == len(SYMBOLS) - 3
     assert sorted(online.scores) == sorted(scored.index)
     # Exact: the same float64 rows reach the same model in the same order.
     np.testing.assert_array_equal([online.scores[s] for s in scored.index], scored.to_numpy())
     ranks = scored.rank(ascending=False, method="min").astype(int)
     assert online.ranks == ranks.to_dict()
     assert {s: e.code for s, e in online.errors.items()} == {
-        NO_ROW_AT_AS_OF: "no_score", NAN_AT_AS_OF: "no_score"}
+        NO_ROW_AT_AS_OF: "no_score", NAN_AT_AS_OF: "no_score", STALE: "stale_features"}
 
     # One symbol or all of them: the same entry, from one scoring.
     everything = {entry.symbol: entry for entry in scorer.lookup()}

@@ -192,6 +192,7 @@ def read_rows(
         )
     keep = ["symbol", "ts", *feature_columns]
     rows = pa.concat_tables([_with_columns(t, keep) for t in (windows, latest)]).to_pandas()
+    # A vector read twice (a write moved a latest vector between the two reads) counts once.
     rows = rows.drop_duplicates(["symbol", "ts"], keep="first")
     dates = np.sort(rows["ts"].unique())[-lookback:]
     rows = rows[rows["ts"] >= dates[0]] if len(dates) else rows

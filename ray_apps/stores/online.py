@@ -40,7 +40,13 @@ from pydantic import BaseModel
 
 from ray_apps.config import Settings
 from ray_apps.errors import UserError
-from ray_apps.stores.vector_packing import UTC_MICROS, iso_times, pack_batch, unpack_records
+from ray_apps.stores.vector_packing import (
+    ISO_LENGTH,
+    UTC_MICROS,
+    iso_times,
+    pack_batch,
+    unpack_records,
+)
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -126,6 +132,31 @@ return {written, stale, replaced}
 """
 
 
+# KEYS: latest hashes. Returns each one's as_of and spec_version, in order (nil when absent).
+_LATEST_TIMES = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local fields = redis.call('HMGET', key, 'as_of', 'spec_version')
+  out[2 * i - 1] = fields[1]
+  out[2 * i] = fields[2]
+end
+return out
+"""
+
+# KEYS: layout, window, of each symbol in turn. ARGV: the newest score to take ('+inf' or
+# microseconds), the most records per symbol. Returns each symbol's layout (nil when absent)
+# and its newest records up to that score, newest first.
+_READ_WINDOWS = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  out[i] = redis.call('GET', KEYS[i])
+  out[i + 1] = redis.call('ZRANGE', KEYS[i + 1], ARGV[1], '-inf', 'BYSCORE', 'REV',
+                          'LIMIT', 0, ARGV[2])
+end
+return out
+"""
+
+
 class WriteSummary(BaseModel):
     """What one write did.
 
@@ -179,6 +210,8 @@ class OnlineStore:
         self.events_key = events_key
         self.events_maxlen = events_maxlen
         self._script = client.register_script(_WRITE_VECTORS)
+        self._latest_times = client.register_script(_LATEST_TIMES)
+        self._read_windows = client.register_script(_READ_WINDOWS)
         self._script_loaded = False
 
     def write(self, vectors: pa.Table, spec_version: str) -> WriteSummary:
@@ -313,6 +346,88 @@ class OnlineStore:
         table = unpack_records(records, names.split(",") if names else [])
         return table.replace_schema_metadata({"spec_version": spec_version})
 
+    def symbols(self) -> list[str]:
+        """Every symbol with a latest vector under this store's prefix, sorted.
+
+        Lists the latest hashes with ``SCAN ... TYPE hash`` (never ``KEYS``, which blocks the
+        server): about one round trip per thousand keys of the database.
+        """
+        pattern = _glob_escape(self.prefix) + "*"
+        start = len(self.prefix)
+        try:
+            keys = self.client.scan_iter(match=pattern, count=1000, _type="hash")
+            return sorted({key.decode()[start:] for key in keys})
+        except redis.RedisError as error:
+            raise UserError(f"redis: {error}") from error
+
+    def latest_times(self, symbols: Sequence[str]) -> pa.Table:
+        """The time and spec version of many symbols' latest vectors, in one round trip.
+
+        Returns:
+            ``symbol, ts, spec_version``, one row per symbol that has a latest vector, in the
+            order asked (the feature values are left in Redis: :meth:`read_latest` reads them).
+        """
+        calls = [
+            ([self.prefix + s for s in symbols[first : first + self.pipeline_size]], [])
+            for first in range(0, len(symbols), self.pipeline_size)
+        ]
+        replies = [v for reply in self._evalsha_all(self._latest_times, calls) for v in reply]
+        times, versions = replies[::2], replies[1::2]
+        found = [i for i, t in enumerate(times) if t is not None]
+        ts = np.array([times[i] for i in found], dtype=f"S{ISO_LENGTH - 1}")  # drops the Z
+        return pa.table({
+            "symbol": pa.array([symbols[i] for i in found], pa.string()),
+            "ts": pa.array(ts.astype("datetime64[us]").astype(np.int64)).cast(UTC_MICROS),
+            "spec_version": pa.array([versions[i].decode() for i in found], pa.string()),
+        })
+
+    def read_windows(
+        self, symbols: Sequence[str], n: int, until: datetime | None = None
+    ) -> pa.Table:
+        """The newest ``n`` window vectors up to ``until`` of many symbols, in one round trip.
+
+        Args:
+            symbols: the symbols.
+            n: vectors per symbol, at most.
+            until: the newest bar time to take (all stored times when None); a naive time is UTC.
+
+        Returns:
+            ``symbol, ts, spec_version`` and the feature columns (the union over the windows'
+            layouts, null where a layout lacks one): each symbol's rows together, oldest first,
+            in the order asked (grouped by layout first when layouts differ). Symbols with no
+            window are left out.
+        """
+        if n < 1:
+            raise UserError(f"online store: n must be 1 or more, not {n}")
+        newest = "+inf" if until is None else str(_micros(until))
+        calls = []
+        for first in range(0, len(symbols), self.pipeline_size):
+            keys = []
+            for symbol in symbols[first : first + self.pipeline_size]:
+                keys += [self.prefix + symbol + LAYOUT_SUFFIX, self.prefix + symbol + WINDOW_SUFFIX]
+            calls.append((keys, [newest, n]))
+        replies = [v for reply in self._evalsha_all(self._read_windows, calls) for v in reply]
+        by_layout: dict[bytes, tuple[list[str], list[int], list[bytes]]] = {}
+        for symbol, layout, records in zip(symbols, replies[::2], replies[1::2], strict=True):
+            if layout is None or not records:
+                continue
+            names, counts, chunks = by_layout.setdefault(layout, ([], [], []))
+            names.append(symbol)
+            counts.append(len(records))
+            chunks.extend(reversed(records))
+        tables = []
+        for layout, (names, counts, chunks) in by_layout.items():
+            spec_version, _, columns = layout.decode().partition("\n")
+            table = unpack_records(chunks, columns.split(",") if columns else [])
+            symbol = pa.array(np.repeat(np.array(names, dtype=object), counts), pa.string())
+            version = pa.array([spec_version] * table.num_rows, pa.string())
+            tables.append(table.add_column(0, "symbol", symbol).add_column(2, "spec_version",
+                                                                        version))
+        if not tables:
+            return pa.table({"symbol": pa.array([], pa.string()), "ts": pa.array([], UTC_MICROS),
+                             "spec_version": pa.array([], pa.string())})
+        return pa.concat_tables(tables, promote_options="default")
+
     def publish_event(
         self, as_of: datetime | str, symbols: Sequence[str], spec_version: str
     ) -> str:
@@ -386,6 +501,28 @@ class OnlineStore:
         raise AssertionError("unreachable")
 
 
+    def _evalsha_all(
+        self, script: redis.commands.core.Script, calls: list[tuple[list[str], list]]
+    ) -> list:
+        """Runs a read-only script once per (keys, args) in one round trip; results in order.
+
+        The script is loaded again if the server lost it (a restart), and the calls rerun.
+        """
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise UserError("redis: the server refused to keep a script") from None
+                self.client.script_load(script.script)
+            except redis.RedisError as error:
+                raise UserError(f"redis: {error}") from error
+        raise AssertionError("unreachable")
+
+
 def _vector(raw: dict[bytes, bytes]) -> dict[str, float | str]:
     """The decoded latest vector: ``as_of``, ``spec_version`` and a float per feature."""
     vector: dict[str, float | str] = {
@@ -400,6 +537,18 @@ def _vector(raw: dict[bytes, bytes]) -> dict[str, float | str]:
         if key not in (b"as_of", b"spec_version"):
             vector[key.decode()] = float(value)
     return vector
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` with the glob characters of a Redis MATCH pattern escaped."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _micros(time: datetime) -> int:
+    """Microseconds since the epoch of ``time`` (a naive time is UTC), as window scores are."""
+    if time.tzinfo is None:
+        time = time.replace(tzinfo=UTC)
+    return pa.scalar(time.astimezone(UTC), UTC_MICROS).cast(pa.int64()).as_py()
 
 
 def _event_time(as_of: datetime | str) -> str:

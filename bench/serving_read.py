@@ -97,18 +97,21 @@ def main() -> None:
         try:
             client = redis_client(settings)
             store = OnlineStore(client, "bench:serving:", settings.redis.pipeline_size)
-            store.write_batch(history(args.symbols, args.bars, columns), spec.version,
-                              args.window)
+            store.write_batch(history(args.symbols, args.bars, columns), spec.version, args.window)
             symbols = store.symbols()
             paths: dict[str, Callable[[], object]] = {
                 "baseline: per-symbol read + read_window": lambda: per_symbol_read(
-                    store, symbols, args.lookback, columns),
+                    store, symbols, args.lookback, columns
+                ),
                 "read_cross_section (universe given)": lambda: read_cross_section(
-                    store, spec.version, args.lookback, columns, symbols=symbols),
+                    store, spec.version, args.lookback, columns, symbols=symbols
+                ),
                 "read_cross_section (SCAN universe)": lambda: read_cross_section(
-                    store, spec.version, args.lookback, columns),
+                    store, spec.version, args.lookback, columns
+                ),
                 "read_universe alone (cached scores)": lambda: read_universe(
-                    store, spec.version, symbols=symbols),
+                    store, spec.version, symbols=symbols
+                ),
             }
             expected = per_symbol_read(store, symbols, args.lookback, columns)
             got = read_cross_section(store, spec.version, args.lookback, columns).rows
@@ -123,8 +126,7 @@ def main() -> None:
             print(f"{'path':<42}{'p50 ms':>9}{'p99 ms':>9}{'vs baseline':>13}")
             for name, ms in took.items():
                 p50 = np.percentile(ms, 50)
-                print(f"{name:<42}{p50:>9.2f}{np.percentile(ms, 99):>9.2f}"
-                      f"{base / p50:>12.1f}x")
+                print(f"{name:<42}{p50:>9.2f}{np.percentile(ms, 99):>9.2f}{base / p50:>12.1f}x")
         finally:
             stack_down(settings, echo=quiet)
 

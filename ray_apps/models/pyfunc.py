@@ -20,6 +20,9 @@ from ray_apps.features.training_set import cross_section
 from ray_apps.models.base import ScoreModel
 from ray_apps.models.panel import Panel
 
+FEATURE_SPEC_TAG = "feature_spec.version"
+"""The model version tag naming the feature spec version its training features had."""
+
 
 def model_input(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows in the form the logged schema takes: ``ts`` as time-zone-naive UTC."""

@@ -122,12 +122,14 @@ def read_universe(
     found = set(latest.column("symbol").to_pylist())
     problems = {
         s: SymbolProblem("unknown_symbol", "no features in the online store")
-        for s in asked if s not in found
+        for s in asked
+        if s not in found
     }
     same = pc.equal(latest.column("spec_version"), spec_version)
     other = latest.filter(pc.invert(same))
-    for symbol, version in zip(other.column("symbol").to_pylist(),
-                               other.column("spec_version").to_pylist(), strict=True):
+    for symbol, version in zip(
+        other.column("symbol").to_pylist(), other.column("spec_version").to_pylist(), strict=True
+    ):
         problems[symbol] = SymbolProblem(
             "spec_version", f"features have spec version {version!r}, the model {spec_version!r}"
         )
@@ -177,14 +179,16 @@ def read_rows(
     windows = store.read_windows(universe.members, lookback, until=universe.as_of)
     latest = universe.latest.filter(pc.less_equal(universe.latest.column("ts"), universe.as_of))
     held = windows.select(["symbol", "ts"]).append_column(
-        "held", pa.array(np.ones(windows.num_rows, dtype=bool)))
+        "held", pa.array(np.ones(windows.num_rows, dtype=bool))
+    )
     found = latest.select(["symbol", "ts"]).join(held, ["symbol", "ts"], join_type="left outer")
     lacking = found.filter(pc.is_null(found.column("held"))).column("symbol").to_pylist()
     # Latest vectors written without a window (OnlineStore.write) take a third round trip.
     latest = store.read_latest(lacking) if lacking else windows.slice(0, 0)
     latest = latest.filter(pc.less_equal(latest.column("ts"), universe.as_of))
-    missing = [c for c in feature_columns if c not in latest.column_names and
-               c not in windows.column_names]
+    missing = [
+        c for c in feature_columns if c not in latest.column_names and c not in windows.column_names
+    ]
     if missing:
         raise UserError(
             f"online store: features of spec version {universe.spec_version!r} lack the "

@@ -15,10 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ray_apps.errors import UserError
-from ray_apps.models.pyfunc import ScorePyfunc
-
-FEATURE_SPEC_TAG = "feature_spec.version"
-"""The model version tag naming the feature spec version its training features had."""
+from ray_apps.models.pyfunc import FEATURE_SPEC_TAG, ScorePyfunc
 
 
 @dataclass(frozen=True)
@@ -75,8 +72,9 @@ def load_served_model(
     try:
         version = client.get_model_version_by_alias(name, alias)
     except MlflowException as error:
-        raise UserError(f"{where}: no such registered model or alias ({_first_line(error)})") \
-            from None
+        raise UserError(
+            f"{where}: no such registered model or alias ({_first_line(error)})"
+        ) from None
     spec_version = (version.tags or {}).get(FEATURE_SPEC_TAG)
     if not spec_version:
         raise UserError(f"{where}: version {version.version} has no {FEATURE_SPEC_TAG} tag")
@@ -90,8 +88,10 @@ def load_served_model(
     try:
         scorer = mlflow.pyfunc.load_model(uri).unwrap_python_model()
     except Exception as error:  # any failure to fetch or unpickle is the same user problem
-        raise UserError(f"{where}: version {version.version} does not load "
-                        f"({type(error).__name__}: {_first_line(error)})") from None
+        raise UserError(
+            f"{where}: version {version.version} does not load "
+            f"({type(error).__name__}: {_first_line(error)})"
+        ) from None
     if not isinstance(scorer, ScorePyfunc):
         raise UserError(
             f"{where}: version {version.version} is a {type(scorer).__name__}, not a ray-apps "

@@ -82,8 +82,11 @@ class ScoredCrossSection:
 
     def entry(self, symbol: str) -> Entry:
         """The entry of one symbol (an ``unknown_symbol`` error when the universe lacks it)."""
-        common = {"symbol": symbol, "as_of": self.as_of.to_pydatetime(),
-                  "model_version": self.model_version}
+        common = {
+            "symbol": symbol,
+            "as_of": self.as_of.to_pydatetime(),
+            "model_version": self.model_version,
+        }
         if symbol in self.scores:
             return ScoreEntry(score=self.scores[symbol], rank=self.ranks[symbol], **common)
         problem = self.errors.get(symbol) or SymbolProblem(
@@ -205,8 +208,7 @@ class OnlineScorer:
     def current(self) -> ScoredCrossSection:
         """The scored cross-section at the store's latest complete ``as_of``."""
         model = self.model
-        universe = read_universe(self.store, model.feature_spec_version, self.max_age,
-                                 self.symbols)
+        universe = read_universe(self.store, model.feature_spec_version, self.max_age, self.symbols)
 
         def score() -> ScoredCrossSection:
             section = read_rows(self.store, universe, model.lookback, model.feature_columns)

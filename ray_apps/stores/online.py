@@ -259,17 +259,19 @@ class OnlineStore:
                     start = batch.ends[index - 1] if index else 0
                     end = batch.ends[index]
                     key = self.prefix + batch.symbols[index]
-                    calls.append((
-                        key,
-                        key + WINDOW_SUFFIX,
-                        key + LAYOUT_SUFFIX,
-                        window,
-                        spec_version,
-                        names,
-                        batch.newest[index],
-                        batch.records[start * size : end * size],
-                        *batch.micros[start:end],
-                    ))
+                    calls.append(
+                        (
+                            key,
+                            key + WINDOW_SUFFIX,
+                            key + LAYOUT_SUFFIX,
+                            window,
+                            spec_version,
+                            names,
+                            batch.newest[index],
+                            batch.records[start * size : end * size],
+                            *batch.micros[start:end],
+                        )
+                    )
                 last = group.stop == len(batch.symbols)
                 results = self._run_script(calls, event if last else None)
                 for written, stale, replaced in results[: len(group)]:
@@ -375,11 +377,13 @@ class OnlineStore:
         times, versions = replies[::2], replies[1::2]
         found = [i for i, t in enumerate(times) if t is not None]
         ts = np.array([times[i] for i in found], dtype=f"S{ISO_LENGTH - 1}")  # drops the Z
-        return pa.table({
-            "symbol": pa.array([symbols[i] for i in found], pa.string()),
-            "ts": pa.array(ts.astype("datetime64[us]").astype(np.int64)).cast(UTC_MICROS),
-            "spec_version": pa.array([versions[i].decode() for i in found], pa.string()),
-        })
+        return pa.table(
+            {
+                "symbol": pa.array([symbols[i] for i in found], pa.string()),
+                "ts": pa.array(ts.astype("datetime64[us]").astype(np.int64)).cast(UTC_MICROS),
+                "spec_version": pa.array([versions[i].decode() for i in found], pa.string()),
+            }
+        )
 
     def read_windows(
         self, symbols: Sequence[str], n: int, until: datetime | None = None
@@ -421,11 +425,17 @@ class OnlineStore:
             table = unpack_records(chunks, columns.split(",") if columns else [])
             symbol = pa.array(np.repeat(np.array(names, dtype=object), counts), pa.string())
             version = pa.array([spec_version] * table.num_rows, pa.string())
-            tables.append(table.add_column(0, "symbol", symbol).add_column(2, "spec_version",
-                                                                        version))
+            tables.append(
+                table.add_column(0, "symbol", symbol).add_column(2, "spec_version", version)
+            )
         if not tables:
-            return pa.table({"symbol": pa.array([], pa.string()), "ts": pa.array([], UTC_MICROS),
-                             "spec_version": pa.array([], pa.string())})
+            return pa.table(
+                {
+                    "symbol": pa.array([], pa.string()),
+                    "ts": pa.array([], UTC_MICROS),
+                    "spec_version": pa.array([], pa.string()),
+                }
+            )
         return pa.concat_tables(tables, promote_options="default")
 
     def publish_event(
@@ -499,7 +509,6 @@ class OnlineStore:
                     raise
                 self.client.script_load(_WRITE_VECTORS)
         raise AssertionError("unreachable")
-
 
     def _evalsha_all(
         self, script: redis.commands.core.Script, calls: list[tuple[list[str], list]]

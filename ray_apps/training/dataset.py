@@ -40,6 +40,7 @@ from ray_apps.features.training_set import (
 from ray_apps.marketdata.loaders import sp500_sectors
 from ray_apps.marketdata.universes import UNIVERSES, universe_symbols
 from ray_apps.models.panel import Panel
+from ray_apps.models.pyfunc import FEATURE_SPEC_TAG
 from ray_apps.stores.offline_actor import OfflineStoreHandle
 
 RETURN_COLUMN = "return_1"
@@ -193,7 +194,7 @@ def build_training_data(
         "data.symbols": str(len(panel.symbols)),
         "data.horizon": str(config.horizon),
         "data.normalize": config.normalize,
-        "feature_spec.version": spec.version,
+        FEATURE_SPEC_TAG: spec.version,
         "feature_spec.fingerprint": spec.fingerprint,
     }
     defined = features.replace([np.inf, -np.inf], np.nan).dropna(subset=spec.columns)

@@ -32,8 +32,9 @@ def redis_settings(tmp_path_factory) -> Settings:
 
 def new_store(settings: Settings, prefix_extra: str = "") -> OnlineStore:
     tag = uuid.uuid4().hex[:8]
-    return OnlineStore(redis_client(settings), prefix=f"test:{tag}{prefix_extra}:",
-                       events_key=f"test:{tag}:events")
+    return OnlineStore(
+        redis_client(settings), prefix=f"test:{tag}{prefix_extra}:", events_key=f"test:{tag}:events"
+    )
 
 
 @pytest.fixture
@@ -72,9 +73,13 @@ def test_read_windows_of_many_symbols_up_to_a_time(store):
     store.write_batch(vectors([("C", 2)], h=[7.0]), "v2", window=20)  # another layout
     table = store.read_windows(["B", "MISSING", "A", "C"], n=3, until=day(6).to_pydatetime())
     assert table.column_names == ["symbol", "ts", "spec_version", "f", "g", "h"]
-    got = list(zip(table.column("symbol").to_pylist(),
-                   [(t - DAY0.to_pydatetime()).days for t in table.column("ts").to_pylist()],
-                   strict=True))
+    got = list(
+        zip(
+            table.column("symbol").to_pylist(),
+            [(t - DAY0.to_pydatetime()).days for t in table.column("ts").to_pylist()],
+            strict=True,
+        )
+    )
     assert got == [("B", 4), ("B", 5), ("B", 6), ("A", 4), ("A", 5), ("A", 6), ("C", 2)]
     assert table.column("f").to_pylist() == [14.0, 15.0, 16.0, 4.0, 5.0, 6.0, None]
     assert table.column("h").to_pylist() == [None] * 6 + [7.0]
@@ -88,8 +93,9 @@ def test_read_windows_of_many_symbols_up_to_a_time(store):
 def test_as_of_is_the_oldest_latest_vector_of_the_fresh_symbols(store):
     # A and B reached day 9, C only day 8: the complete as_of is day 8, and A and B are scored
     # there from their windows.
-    store.write_batch(history({"A": range(0, 10), "B": range(0, 10), "C": range(0, 9)}), "v1",
-                      window=20)
+    store.write_batch(
+        history({"A": range(0, 10), "B": range(0, 10), "C": range(0, 9)}), "v1", window=20
+    )
     section = read_cross_section(store, "v1", lookback=3, feature_columns=["f"])
     universe = section.universe
     assert universe.as_of == day(8) and universe.newest == day(9)
@@ -102,22 +108,33 @@ def test_as_of_is_the_oldest_latest_vector_of_the_fresh_symbols(store):
 
 
 def test_a_stale_symbol_is_reported_and_its_older_rows_stay_in_the_cross_section(store):
-    store.write_batch(history({"A": range(0, 10), "B": range(0, 10), "S": range(0, 8)}), "v1",
-                      window=20)
+    store.write_batch(
+        history({"A": range(0, 10), "B": range(0, 10), "S": range(0, 8)}), "v1", window=20
+    )
     store.write_batch(history({"X": range(0, 10)}), "v0", window=20)
-    universe = read_universe(store, "v1", max_age=timedelta(days=1),
-                             symbols=["A", "B", "S", "X", "NOPE"])
+    universe = read_universe(
+        store, "v1", max_age=timedelta(days=1), symbols=["A", "B", "S", "X", "NOPE"]
+    )
     assert universe.as_of == day(9)
     assert universe.fresh == ["A", "B"] and universe.members == ["A", "B", "S"]
     assert {s: p.code for s, p in universe.problems.items()} == {
-        "S": "stale_features", "X": "spec_version", "NOPE": "unknown_symbol"}
+        "S": "stale_features",
+        "X": "spec_version",
+        "NOPE": "unknown_symbol",
+    }
     assert "2024-01-08" in universe.problems["S"].detail
     assert "1 day" in universe.problems["S"].detail
     assert "'v0'" in universe.problems["X"].detail
     # Without a maximum age S is fresh and holds as_of back to its day 7.
     assert read_universe(store, "v1", symbols=["A", "B", "S"]).as_of == day(7)
-    section = read_cross_section(store, "v1", lookback=3, feature_columns=["f"],
-                                 max_age=timedelta(days=1), symbols=["A", "B", "S"])
+    section = read_cross_section(
+        store,
+        "v1",
+        lookback=3,
+        feature_columns=["f"],
+        max_age=timedelta(days=1),
+        symbols=["A", "B", "S"],
+    )
     rows = section.rows
     assert rows.loc[rows["symbol"] == "S", "ts"].tolist() == [day(7)]
     assert rows["ts"].drop_duplicates().tolist() == [day(7), day(8), day(9)]
@@ -127,8 +144,11 @@ def test_latest_vectors_without_windows_make_the_rows_of_one_date(store):
     store.write(vectors([("A", 3), ("B", 3)], f=[1.0, 2.0]), "v1")  # as materialize writes
     section = read_cross_section(store, "v1", lookback=1, feature_columns=["f"])
     assert section.universe.as_of == day(3)
-    assert section.rows.to_dict("list") == {"symbol": ["A", "B"], "ts": [day(3)] * 2,
-                                            "f": [1.0, 2.0]}
+    assert section.rows.to_dict("list") == {
+        "symbol": ["A", "B"],
+        "ts": [day(3)] * 2,
+        "f": [1.0, 2.0],
+    }
 
 
 def test_missing_spec_version_or_column_is_one_clear_error(store):
@@ -154,8 +174,9 @@ def test_five_hundred_symbols_in_two_round_trips(redis_settings, monkeypatch, pi
         return execute(pipe, *args, **kwargs)
 
     monkeypatch.setattr(type(store.client.pipeline()), "execute", counted)
-    section = read_cross_section(store, "v1", lookback=10, feature_columns=["f", "g"],
-                                 symbols=symbols)
+    section = read_cross_section(
+        store, "v1", lookback=10, feature_columns=["f", "g"], symbols=symbols
+    )
     calls = -(-500 // pipeline_size)  # one script call per pipeline_size symbols
     assert rounds == [calls] * 4  # each read script missing once: tried, loaded, run again
     rounds.clear()

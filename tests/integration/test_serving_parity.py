@@ -35,8 +35,14 @@ KINDS = {
     "ridge": {"alpha": 1.0},
     "mlp": {**NEURAL, "hidden": 8, "layers": 1},
     "lstm": {**NEURAL, "hidden": 8, "lookback": LOOKBACK},
-    "transformer": {**NEURAL, "d_model": 8, "heads": 2, "layers": 1, "feedforward": 16,
-                    "lookback": LOOKBACK},
+    "transformer": {
+        **NEURAL,
+        "d_model": 8,
+        "heads": 2,
+        "layers": 1,
+        "feedforward": 16,
+        "lookback": LOOKBACK,
+    },
     "gat": {**NEURAL, "batch_size": 8, "hidden": 8, "heads": 2, "layers": 1, "edges": "sector"},
 }
 AS_OF = DATES[-2]  # the last date of every symbol; half of them also have DATES[-1]
@@ -49,9 +55,7 @@ MAX_AGE = timedelta(days=1)
 def raw_features() -> pd.DataFrame:
     """``symbol, ts, f1..f3``: a NaN at as_of, a row missing, a symbol that stopped."""
     rng = np.random.default_rng(11)
-    frame = pd.DataFrame(
-        [(s, t) for t in DATES for s in SYMBOLS], columns=["symbol", "ts"]
-    )
+    frame = pd.DataFrame([(s, t) for t in DATES for s in SYMBOLS], columns=["symbol", "ts"])
     values = rng.normal(size=(len(frame), len(FEATURES)))
     frame[FEATURES] = values
     frame.loc[(frame["symbol"] == NAN_AT_AS_OF) & (frame["ts"] == AS_OF), "f2"] = np.nan
@@ -89,13 +93,21 @@ def registered_model(client: MlflowClient, raw: pd.DataFrame, kind: str) -> str:
     model = build_model(kind, KINDS[kind], tuple(FEATURES))
     model.fit(panel, np.arange(len(panel.dates) - 3))
     experiment = client.get_experiment_by_name("it-serving")
-    experiment_id = (experiment.experiment_id if experiment
-                     else client.create_experiment("it-serving"))
+    experiment_id = (
+        experiment.experiment_id if experiment else client.create_experiment("it-serving")
+    )
     run_id = client.create_run(experiment_id, run_name=kind).info.run_id
     name = f"it-serving-{kind}"
     test_rows = model_input(raw[raw["ts"] >= DATES[-12]])
-    register(client, run_id, ScorePyfunc(model, "rank", 5), test_rows, name, "champion",
-             {"feature_spec.version": SPEC_VERSION, "model": kind})
+    register(
+        client,
+        run_id,
+        ScorePyfunc(model, "rank", 5),
+        test_rows,
+        name,
+        "champion",
+        {"feature_spec.version": SPEC_VERSION, "model": kind},
+    )
     return name
 
 
@@ -103,8 +115,9 @@ def registered_model(client: MlflowClient, raw: pd.DataFrame, kind: str) -> str:
 def test_online_scores_equal_the_registered_pyfunc_offline(world, stack, kind):
     raw, store, client = world
     name = registered_model(client, raw, kind)
-    served = load_served_model(stack.settings.mlflow.uri, name, "champion",
-                               online_spec_version=SPEC_VERSION)
+    served = load_served_model(
+        stack.settings.mlflow.uri, name, "champion", online_spec_version=SPEC_VERSION
+    )
     assert served.lookback == (LOOKBACK if kind in ("lstm", "transformer") else 1)
     assert served.feature_spec_version == SPEC_VERSION and served.alias == "champion"
     assert served.run_id and served.feature_columns == tuple(FEATURES)
@@ -114,7 +127,7 @@ def test_online_scores_equal_the_registered_pyfunc_offline(world, stack, kind):
     assert online.as_of == AS_OF and online.newest == DATES[-1]
 
     # Offline: the registered pyfunc on the last `lookback` dates up to as_of, all symbols.
-    dates = DATES[DATES <= AS_OF][-served.lookback:]
+    dates = DATES[DATES <= AS_OF][-served.lookback :]
     rows = raw[raw["ts"].isin(dates)]
     offline = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(model_input(rows))
     at = pd.to_datetime(offline["ts"]) == AS_OF.tz_convert(None)
@@ -127,7 +140,10 @@ def test_online_scores_equal_the_registered_pyfunc_offline(world, stack, kind):
     ranks = scored.rank(ascending=False, method="min").astype(int)
     assert online.ranks == ranks.to_dict()
     assert {s: e.code for s, e in online.errors.items()} == {
-        NO_ROW_AT_AS_OF: "no_score", NAN_AT_AS_OF: "no_score", STALE: "stale_features"}
+        NO_ROW_AT_AS_OF: "no_score",
+        NAN_AT_AS_OF: "no_score",
+        STALE: "stale_features",
+    }
 
     # One symbol or all of them: the same entry, from one scoring.
     everything = {entry.symbol: entry for entry in scorer.lookup()}
@@ -139,9 +155,7 @@ def test_online_scores_equal_the_registered_pyfunc_offline(world, stack, kind):
     assert scorer.current() is online and len(scorer.cache) == 1
 
 
-def test_loading_refuses_a_missing_alias_another_spec_version_and_an_unloadable_model(
-    world, stack
-):
+def test_loading_refuses_a_missing_alias_another_spec_version_and_an_unloadable_model(world, stack):
     _, _, client = world
     uri = stack.settings.mlflow.uri
     with pytest.raises(UserError, match="model nobody@champion: no such registered model"):
@@ -155,8 +169,11 @@ def test_loading_refuses_a_missing_alias_another_spec_version_and_an_unloadable_
     client.set_registered_model_alias(name, "champion", version.version)
     with pytest.raises(UserError, match=f"model {name}@challenger: no such registered model"):
         load_served_model(uri, name, "challenger")
-    with pytest.raises(UserError, match=rf"model {name}@champion: version 1 was trained on "
-                       rf"feature spec version '{SPEC_VERSION}', the online store holds 'v2'"):
+    with pytest.raises(
+        UserError,
+        match=rf"model {name}@champion: version 1 was trained on "
+        rf"feature spec version '{SPEC_VERSION}', the online store holds 'v2'",
+    ):
         load_served_model(uri, name, "champion", online_spec_version="v2")
     with pytest.raises(UserError, match=rf"model {name}@champion: version 1 does not load"):
         load_served_model(uri, name, "champion", online_spec_version=SPEC_VERSION)

@@ -29,19 +29,36 @@ DAY0 = pd.Timestamp("2024-01-01", tz="UTC")
 
 def served(normalize: str = "none") -> ServedModel:
     model = MomentumModel(MomentumParams(column="f"), ("f",))
-    return ServedModel(name="m", version="3", run_id="r", alias="champion",
-                       feature_spec_version="v1", lookback=1, feature_columns=("f",),
-                       loaded_at=datetime.now(UTC), scorer=ScorePyfunc(model, normalize, 1))
+    return ServedModel(
+        name="m",
+        version="3",
+        run_id="r",
+        alias="champion",
+        feature_spec_version="v1",
+        lookback=1,
+        feature_columns=("f",),
+        loaded_at=datetime.now(UTC),
+        scorer=ScorePyfunc(model, normalize, 1),
+    )
 
 
-def section(rows: list[tuple[str, int, float]], fresh: list[str],
-            problems: dict[str, SymbolProblem] | None = None, as_of: int = 1) -> CrossSection:
+def section(
+    rows: list[tuple[str, int, float]],
+    fresh: list[str],
+    problems: dict[str, SymbolProblem] | None = None,
+    as_of: int = 1,
+) -> CrossSection:
     frame = pd.DataFrame(rows, columns=["symbol", "d", "f"])
     frame["ts"] = DAY0 + pd.to_timedelta(frame.pop("d"), unit="D")
-    universe = Universe(spec_version="v1", as_of=DAY0 + pd.Timedelta(days=as_of),
-                        newest=DAY0 + pd.Timedelta(days=as_of), fresh=fresh,
-                        members=sorted(frame["symbol"].unique()), latest=pa.table({}),
-                        problems=problems or {})
+    universe = Universe(
+        spec_version="v1",
+        as_of=DAY0 + pd.Timedelta(days=as_of),
+        newest=DAY0 + pd.Timedelta(days=as_of),
+        fresh=fresh,
+        members=sorted(frame["symbol"].unique()),
+        latest=pa.table({}),
+        problems=problems or {},
+    )
     return CrossSection(universe=universe, lookback=1, rows=frame[["symbol", "ts", "f"]])
 
 
@@ -55,8 +72,16 @@ def test_scores_at_as_of_and_ranks_with_ties_by_hand():
 
 
 def test_the_cross_sectional_rank_is_applied_per_date():
-    rows = [("A", 0, 1.0), ("B", 0, 2.0), ("C", 0, 3.0), ("D", 0, 4.0),
-            ("A", 1, 3.0), ("B", 1, 1.0), ("C", 1, 2.0), ("D", 1, -5.0)]
+    rows = [
+        ("A", 0, 1.0),
+        ("B", 0, 2.0),
+        ("C", 0, 3.0),
+        ("D", 0, 4.0),
+        ("A", 1, 3.0),
+        ("B", 1, 1.0),
+        ("C", 1, 2.0),
+        ("D", 1, -5.0),
+    ]
     scored = score_cross_section(served("rank"), section(rows, ["A", "B", "C", "D"]))
     assert scored.scores == {"A": 1.0, "B": 0.5, "C": 0.75, "D": 0.25}
 
@@ -67,7 +92,10 @@ def test_symbols_without_a_score_get_the_reason():
     scored = score_cross_section(served(), section(rows, ["A", "B", "C"], {"S": stale}))
     assert scored.scores == {"A": 1.0}
     assert {s: p.code for s, p in scored.errors.items()} == {
-        "B": "no_score", "C": "no_score", "S": "stale_features"}
+        "B": "no_score",
+        "C": "no_score",
+        "S": "stale_features",
+    }
     assert "undefined feature" in scored.errors["B"].detail
     assert scored.errors["C"].detail == "no features at 2024-01-02T00:00:00+00:00"
 
@@ -80,8 +108,9 @@ def test_a_lookup_of_one_symbol_equals_its_entry_in_a_lookup_of_all():
     for symbol in "ABCDE":
         assert scored.lookup([symbol]) == [everything[symbol]]
     as_of = datetime(2024, 1, 2, tzinfo=UTC)
-    assert everything["E"] == ScoreEntry(symbol="E", score=0.75, rank=1, as_of=as_of,
-                                         model_version="3")
+    assert everything["E"] == ScoreEntry(
+        symbol="E", score=0.75, rank=1, as_of=as_of, model_version="3"
+    )
     assert isinstance(everything["D"], ErrorEntry) and everything["D"].error == "no_score"
     (unknown,) = scored.lookup(["ZZZ"])
     assert unknown.error == "unknown_symbol" and unknown.as_of == as_of
@@ -100,11 +129,11 @@ def test_the_cache_scores_each_key_once_and_forgets_the_least_recently_used():
         def score():
             calls.append((version, day))
             return scored_at(version, day)
+
         return score
 
     def get(version: str, day: int) -> ScoredCrossSection:
-        return cache.get_or_score("m", version, DAY0 + pd.Timedelta(days=day),
-                                  scorer(version, day))
+        return cache.get_or_score("m", version, DAY0 + pd.Timedelta(days=day), scorer(version, day))
 
     first = get("1", 0)
     assert get("1", 0) is first
@@ -127,8 +156,10 @@ def test_concurrent_requests_for_a_new_as_of_share_one_scoring():
         return scored_at("1", 0)
 
     results = []
-    threads = [threading.Thread(target=lambda: results.append(
-        cache.get_or_score("m", "1", DAY0, slow))) for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: results.append(cache.get_or_score("m", "1", DAY0, slow)))
+        for _ in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -4,7 +4,6 @@ It calls a :class:`Backend` (the Serve ingress, or a fake in unit tests) for eve
 needs models or stores, so routing, validation and auth are tested without Ray.
 """
 
-from __future__ import annotations
 
 import hmac
 from collections.abc import Sequence
@@ -97,7 +96,14 @@ def create_api(
         if prediction_keys:
             _check_key(credentials, list(prediction_keys))
 
-    sticky = Header(None, alias=sticky_header, description="Pins a client to one version.")
+    sticky = Header(alias=sticky_header, description="Pins a client to one version.")
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid_request(_, error: RequestValidationError) -> JSONResponse:
+        # The field, the problem and its kind; not the input (it may hold NaN, not JSON).
+        detail = [{key: problem[key] for key in ("type", "loc", "msg")}
+                  for problem in error.errors()]
+        return JSONResponse({"detail": detail}, status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @api.exception_handler(ServiceUnavailable)
     async def _unavailable(_, error: ServiceUnavailable) -> JSONResponse:

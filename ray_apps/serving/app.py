@@ -122,9 +122,14 @@ class RegistryBackend:
             "ray_apps_prediction_latency_ms", "Prediction latency in ms.",
             boundaries=[1, 2, 5, 10, 25, 50, 100, 250, 1000], tag_keys=("alias",),
         )
-        self.scores = Histogram(
-            "ray_apps_prediction_scores", "Scores answered.",
-            boundaries=[-3, -2, -1, -0.5, 0, 0.5, 1, 2, 3], tag_keys=("alias", "version"),
+        # Score distribution: Ray's histograms take positive bounds, so size and sign apart.
+        self.score_sizes = Histogram(
+            "ray_apps_prediction_abs_scores", "Absolute values of the scores answered.",
+            boundaries=[0.01, 0.1, 0.25, 0.5, 1, 2, 4], tag_keys=("alias", "version"),
+        )
+        self.positive_scores = Counter(
+            "ray_apps_prediction_positive_scores", "Scores above zero answered.",
+            ("alias", "version"),
         )
 
     async def watch(self) -> None:
@@ -142,10 +147,13 @@ class RegistryBackend:
         async def call(role: str) -> PredictResponse:
             entries = await self.handles[role].predict.remote(list(symbols))
             version = entries[0].model_version if entries else ""
+            tags = {"alias": self.aliases[role], "version": version}
             for entry in entries:
                 score = getattr(entry, "score", None)
                 if score is not None:
-                    self.scores.observe(score, {"alias": self.aliases[role], "version": version})
+                    self.score_sizes.observe(abs(score), tags)
+                    if score > 0:
+                        self.positive_scores.inc(1, tags)
             return PredictResponse(alias=self.aliases[role], model_version=version,
                                    predictions=entries)
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, SecretStr
 from ray import serve
 
 from ray_apps.config import SECRETS_FILE, Settings, read_secrets
+from ray_apps.errors import UserError
 from ray_apps.serving.app import build_application
 
 ADMIN_KEY_SECRET = "serve_admin_key"
@@ -60,7 +61,13 @@ def serve_up(settings: Settings) -> str:
     where = ensure_admin_key(settings)
     cfg = settings.serve
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    serve.run(build_application(settings), name=cfg.app_name, route_prefix="/")
+    try:
+        serve.run(build_application(settings), name=cfg.app_name, route_prefix="/")
+    except RuntimeError as error:  # Serve's "Deploying application ... failed: ..."
+        raise UserError(
+            f"serve up: {str(error).strip().splitlines()[0]}; the replicas' errors are in "
+            f"the Serve logs under {settings.state_dir}"
+        ) from None
     url = serve_url(settings)
     return (f"serving {cfg.model_name} at {url} (OpenAPI at {url}/docs); "
             f"canary admin key in {where}")

@@ -385,6 +385,9 @@ def settings_env(values: dict[str, Any], prefix: str = "RAY_APPS_") -> dict[str,
     for key, value in values.items():
         if isinstance(value, dict):
             env |= settings_env(value, f"{prefix}{key.upper()}__")
+        elif isinstance(value, list):
+            if not any(isinstance(item, SecretStr) for item in value):
+                env[f"{prefix}{key.upper()}"] = json.dumps(value)  # the form settings parse
         elif not isinstance(value, SecretStr):
             env[f"{prefix}{key.upper()}"] = str(value)
     return env

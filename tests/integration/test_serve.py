@@ -32,6 +32,7 @@ from ray_apps.serving.scoring import OnlineScorer
 from ray_apps.stack.manager import PIDS_FILE
 from ray_apps.stores.online import OnlineStore, redis_client
 from ray_apps.training.registry import register
+from tests.integration.conftest import BIN, ROOT
 from tests.integration.test_serving_parity import (
     AS_OF,
     DATES,
@@ -261,3 +262,24 @@ def test_redis_down_is_503_with_the_reason_and_recovers(app, stack):
     stack.ok("stack", "up")
     assert requests.get(app["url"] + "/healthz", timeout=TIMEOUT).status_code == 200
     assert post(app, "/v1/predict", {"symbols": ["S00"]}).status_code == 200
+
+
+def test_the_config_file_deploys_the_app_with_the_clusters_settings(app, stack):
+    """``serve deploy serve/app.yaml`` builds the app on the cluster from the settings there:
+    the head's (no model name given, so the default one, which is not registered)."""
+    env = stack.job_env() | {"RAY_DASHBOARD_ADDRESS": stack.settings.dashboard_url}
+    deploy = stack.run(str(BIN / "serve"), "deploy", str(ROOT / "serve" / "app.yaml"), env=env)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    default = stack.settings.serve.model_name
+    while True:  # until the new application answers (the test's timeout guards a hang)
+        try:
+            models = requests.get(app["url"] + "/v1/models", timeout=TIMEOUT).json()
+        except (requests.RequestException, ValueError):
+            models = {}
+        if models.get("champion", {}).get("name") == default:
+            break
+        time.sleep(1)
+    health = requests.get(app["url"] + "/healthz", timeout=TIMEOUT)
+    assert health.status_code == 503
+    assert health.json()["reason"].startswith(
+        f"model {default}@champion: no such registered model"), health.text

@@ -55,7 +55,9 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
 def build_application(settings: Settings) -> serve.Application:
     """The ingress bound to a champion and a challenger deployment, sized by ``settings.serve``."""
     cfg = settings.serve
+    logging_config = {"enable_access_log": cfg.access_log}
     model = serve.deployment(ModelServer).options(
+        logging_config=logging_config,
         num_replicas=cfg.model_replicas,
         ray_actor_options={"num_cpus": cfg.model_cpus},
         max_ongoing_requests=cfg.max_ongoing_requests,
@@ -64,6 +66,7 @@ def build_application(settings: Settings) -> serve.Application:
     champion = model.options(name="champion").bind(settings, CHAMPION)
     challenger = model.options(name="challenger").bind(settings, CHALLENGER)
     return Ingress.options(
+        logging_config=logging_config,
         num_replicas=cfg.ingress_replicas,
         ray_actor_options={"num_cpus": cfg.ingress_cpus},
         max_ongoing_requests=cfg.max_ongoing_requests,

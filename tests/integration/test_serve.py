@@ -148,7 +148,7 @@ def test_predict_features_scores_rows_like_the_offline_pyfunc(app):
     (lambda row: row.update(f9=1.0), "f9", "not one the model reads"),
     (lambda row: row.update(f2="high"), None, "feature f2: expected a number, got a string"),
     (lambda row: row.update(ts="yesterday"), "ts", "datetime"),
-])
+], ids=["missing", "unknown", "string", "bad-time"])
 def test_bad_rows_are_422_naming_the_field(app, change, field, words):
     row = {"symbol": "S01", "ts": DATES[3].isoformat(), "f1": 0.1, "f2": 0.2, "f3": 0.3}
     change(row)

@@ -109,7 +109,7 @@ def test_bad_predict_bodies_are_422_naming_the_field(backend, body, locs):
     ({"f1": True}, None, "feature f1: expected a number, got a boolean"),
     ({"ts": "soon"}, "ts", "datetime"),
     ({"symbol": ""}, "symbol", "at least 1 character"),
-])
+], ids=["missing", "unknown", "string", "boolean", "bad-time", "empty-symbol"])
 def test_bad_feature_rows_are_422_naming_the_field(backend, change, loc_end, words):
     row = {**ROW, **change}
     if change == {"f2": None}:

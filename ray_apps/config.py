@@ -216,6 +216,17 @@ class ServeSettings(_Section):
         0.1, ge=0, le=1, description="Share of requests the challenger gets when it exists "
         "and no canary call set another weight."
     )
+    challenger_window: PositiveInt = Field(
+        50, description="The challenger is judged on its last this many requests."
+    )
+    challenger_max_error_rate: float = Field(
+        0.2, ge=0, le=1, description="Share of failed (or too slow) challenger requests in the "
+        "window above which the challenger is rolled back automatically."
+    )
+    challenger_max_latency_ms: float | None = Field(
+        None, gt=0, description="A challenger request slower than this counts as failed "
+        "(unset: no latency limit)."
+    )
     sticky_header: str = Field(
         "x-client-key",
         description="Requests carrying this header go to the same version for the same value.",

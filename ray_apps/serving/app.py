@@ -26,7 +26,7 @@ from ray.serve.metrics import Counter, Histogram
 from ray_apps.config import Settings, load_settings
 from ray_apps.serving.http import Conflict, ServiceUnavailable, create_api
 from ray_apps.serving.model_server import ModelServer
-from ray_apps.serving.routing import CHALLENGER, CHAMPION, route
+from ray_apps.serving.routing import CHALLENGER, CHAMPION, ChallengerGuard, route
 from ray_apps.serving.schemas import (
     FeaturesResponse,
     Health,
@@ -117,6 +117,9 @@ class RegistryBackend:
         self.challenger_version: str | None = None
         self._control = asyncio.Lock()
         self._draw = random.Random()
+        self.guard = ChallengerGuard(cfg.challenger_window, cfg.challenger_max_error_rate,
+                                     cfg.challenger_max_latency_ms)
+        self._rolling_back: asyncio.Task | None = None
         self.requests = Counter("ray_apps_predictions", "Prediction requests.", ("alias",))
         self.errors = Counter(
             "ray_apps_prediction_errors", "Failed prediction requests.", ("alias",)
@@ -223,6 +226,7 @@ class RegistryBackend:
                 await self.handles[CHALLENGER].refresh.remote()
                 raise Conflict(info.error or f"version {version} did not load")
             self.challenger_version = version
+            self.guard.reset()
             self._set_weight(weight)
             return await self.models()
 
@@ -249,14 +253,32 @@ class RegistryBackend:
             return await self.models()
 
     async def _routed(self, call: Callable[[str], Awaitable[T]], client_key: str | None) -> T:
-        """``call`` on the routed version; a failing challenger hands over to the champion."""
+        """``call`` on the routed version; a failing challenger hands over to the champion.
+
+        The challenger is rolled back automatically when too many of its last requests failed
+        or were too slow (``serve.challenger_*``).
+        """
         if route(self._live_weight(), client_key, self._draw) == CHALLENGER:
+            started = time.perf_counter()
+            ok = False
             try:
-                return await self._measured(call, CHALLENGER)
+                answer = await self._measured(call, CHALLENGER)
+                ok = True
+                return answer
             except Exception as error:
                 log.warning("challenger failed, the champion answers: %s",
                             _first_line(_cause(error)))
+            finally:
+                if self.guard.record(ok, (time.perf_counter() - started) * 1000):
+                    self._auto_rollback()
         return await self._measured(call, CHAMPION)
+
+    def _auto_rollback(self) -> None:
+        if self._rolling_back is None or self._rolling_back.done():
+            log.warning("challenger %s passed its error or latency limit: rolling back",
+                        self.challenger_version)
+            self.weight = 0.0  # at once; the registry follows in the task
+            self._rolling_back = asyncio.create_task(self.rollback())
 
     async def _measured(self, call: Callable[[str], Awaitable[T]], role: str) -> T:
         tags = {"alias": self.aliases[role]}
@@ -279,17 +301,17 @@ class RegistryBackend:
     async def _clear_challenger(self) -> None:
         self._set_weight(0.0)
         self.challenger_version = None
+        self.guard.reset()
         with contextlib.suppress(MlflowException):  # no challenger alias: nothing to remove
             self.registry.delete_registered_model_alias(self.name, self.aliases[CHALLENGER])
         await self.handles[CHALLENGER].refresh.remote()
 
     async def _sync(self) -> None:
-        info = await self.handles[CHALLENGER].info.remote()
-        tags = self.registry.get_registered_model(self.name).tags or {}
-        weight = float(tags.get(WEIGHT_TAG, self.default_weight))
-        async with self._control:
+        async with self._control:  # not in the middle of a canary call
+            info = await self.handles[CHALLENGER].info.remote()
+            tags = self.registry.get_registered_model(self.name).tags or {}
             self.challenger_version = info.version
-            self.weight = weight
+            self.weight = float(tags.get(WEIGHT_TAG, self.default_weight))
 
     def _set_weight(self, weight: float) -> None:
         self.weight = weight

@@ -49,7 +49,7 @@ TIMEOUT = 60
 
 
 def register_version(client: MlflowClient, raw: pd.DataFrame, name: str, alpha: float,
-                     alias: str | None) -> str:
+                     alias: str | None, spec_version: str = SPEC_VERSION) -> str:
     """Trains a ridge model and registers it as a new version of ``name``."""
     model = build_model("ridge", {"alpha": alpha}, tuple(FEATURES))
     panel = training_panel(raw)
@@ -60,7 +60,7 @@ def register_version(client: MlflowClient, raw: pd.DataFrame, name: str, alpha: 
     run_id = client.create_run(experiment_id).info.run_id
     version = register(client, run_id, ScorePyfunc(model, "rank", 5),
                        model_input(raw[raw["ts"] >= DATES[-12]]), name, alias or "staging",
-                       {"feature_spec.version": SPEC_VERSION}).version
+                       {"feature_spec.version": spec_version}).version
     if alias is None:
         client.delete_registered_model_alias(name, "staging")
     return version
@@ -85,6 +85,7 @@ def app(stack):
         "RAY_APPS_SERVE__ADMIN_KEY": ADMIN,
         "RAY_APPS_SERVE__POLL_S": "1",
         "RAY_APPS_SERVE__CHALLENGER_WEIGHT": "0",
+        "RAY_APPS_SERVE__CHALLENGER_WINDOW": "10",
     }
     up = stack.cli("serve", "up", env=env)
     assert up.returncode == 0, up.stdout + up.stderr
@@ -249,6 +250,22 @@ def test_promote_and_rollback_under_traffic_fail_no_request(app):
     assert client.get_model_version_by_alias(app["name"], "champion").version == second
     assert "challenger" not in client.get_registered_model(app["name"]).aliases
     assert post(app, "/v1/promote", key=ADMIN).status_code == 409
+
+
+def test_a_failing_challenger_is_rolled_back_and_its_requests_answered_by_the_champion(app):
+    """A version trained on features the store does not hold fails every request: the
+    champion answers them, and after a window of 10 the challenger is rolled back."""
+    champion = requests.get(app["url"] + "/v1/models", timeout=TIMEOUT).json()["champion"]
+    broken = register_version(app["client"], app["raw"], app["name"], 5.0, None,
+                              spec_version="it-serve-other-spec")
+    canary = post(app, "/v1/canary", {"version": broken, "weight": 1.0}, key=ADMIN)
+    assert canary.status_code == 200 and canary.json()["challenger"]["version"] == broken
+    answers = [post(app, "/v1/predict", {"symbols": ["S00"]}) for _ in range(10)]
+    assert [a.status_code for a in answers] == [200] * 10
+    assert {a.json()["model_version"] for a in answers} == {champion["version"]}
+    while requests.get(app["url"] + "/v1/models", timeout=TIMEOUT).json()["challenger"]:
+        time.sleep(0.2)  # the rollback runs beside the request that tripped it
+    assert "challenger" not in app["client"].get_registered_model(app["name"]).aliases
 
 
 def test_redis_down_is_503_with_the_reason_and_recovers(app, stack):

@@ -50,6 +50,7 @@ def ensure_admin_key(settings: Settings) -> str:
     generated[ADMIN_KEY_SECRET] = secrets.token_urlsafe(24)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # also when the file was there with another mode
     with os.fdopen(fd, "w") as fh:
         json.dump(generated, fh)
     settings.serve.admin_key = SecretStr(generated[ADMIN_KEY_SECRET])

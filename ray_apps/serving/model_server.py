@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -58,7 +59,6 @@ class ModelServer:
         self.scorer: OnlineScorer | None = None
         self.error: str | None = None
         self._refreshing = threading.Lock()
-        self._stop = threading.Event()
         self.refresh()
         if poll:
             threading.Thread(
@@ -116,10 +116,6 @@ class ModelServer:
         """Whether Redis answers."""
         return bool(self.store.client.ping())
 
-    def stop(self) -> None:
-        """Stops the alias polling."""
-        self._stop.set()
-
     def _serving(self) -> OnlineScorer:
         scorer = self.scorer
         if scorer is None:
@@ -151,7 +147,8 @@ class ModelServer:
         log.info("model %s@%s: serving version %s", self.name, self.alias, model.version)
 
     def _poll(self, every_s: float) -> None:
-        while not self._stop.wait(every_s):
+        while True:  # a daemon thread: it ends with the replica
+            time.sleep(every_s)
             try:
                 self.refresh()
             except Exception:  # the poller must outlive a registry outage

@@ -7,7 +7,7 @@ import signal
 import sys
 
 from ray_apps._private.entry import run_reporting
-from ray_apps.cli import data, features, ingest, stack, stream, sweep
+from ray_apps.cli import data, features, ingest, serve, stack, stream, sweep
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ray-apps", description="Build, tune and serve ML models over market data on Ray."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (stack, ingest, data, features, sweep, stream):
+    for module in (stack, ingest, data, features, sweep, stream, serve):
         module.register(commands)
     return parser
 

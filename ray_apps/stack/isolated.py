@@ -28,7 +28,7 @@ def free_ports(count: int, low: int = 21000, high: int = 30000) -> list[int]:
 
 def isolated_overrides(state_dir: Path) -> dict[str, Any]:
     """Settings overrides (``Settings(**overrides)``) for a private stack in ``state_dir``."""
-    s3, master, volume, filer, redis, kafka, mlflow, gcs, dash, client, agent = free_ports(11)
+    s3, master, volume, filer, redis, kafka, mlflow, gcs, dash, client, agent, http = free_ports(12)
     worker = random.randrange(42000, 58000, 1000)
     return {
         "state_dir": str(state_dir),
@@ -36,6 +36,7 @@ def isolated_overrides(state_dir: Path) -> dict[str, Any]:
         "redis": {"port": redis},
         "kafka": {"port": kafka},
         "mlflow": {"port": mlflow},
+        "serve": {"port": http},
         "ray": {
             "port": gcs,
             "dashboard_port": dash,

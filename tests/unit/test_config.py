@@ -100,3 +100,19 @@ def test_every_bad_value_is_named_on_one_line(monkeypatch):
     text = str(error.value)
     assert "\n" not in text
     assert "RAY_APPS_REDIS__PORT" in text and "RAY_APPS_KAFKA__PORT" in text
+
+
+def test_serve_settings_pass_to_child_processes_without_their_keys(tmp_path, monkeypatch):
+    settings = Settings(
+        state_dir=tmp_path,
+        serve={"symbols": ["AAPL", "MSFT"], "prediction_keys": ["p-secret"],
+               "admin_key": "a-secret", "max_feature_age_s": 90},
+    )
+    env = settings.public_env()
+    assert "p-secret" not in str(env) and "a-secret" not in str(env)
+    assert "RAY_APPS_SERVE__PREDICTION_KEYS" not in env
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    child = load_settings()
+    assert child.serve.symbols == ["AAPL", "MSFT"] and child.serve.max_feature_age_s == 90
+    assert child.serve.prediction_keys == [] and child.serve.admin_key is None

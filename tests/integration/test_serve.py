@@ -1,0 +1,302 @@
+"""The Serve application against the stack: endpoints, online = offline, bad input, auth,
+canary weights, promote and rollback under traffic, Redis down and back.
+
+Two tiny ridge versions of one registered model (version 1 the champion) score features that
+this module writes to Redis under its own prefix; the app runs with ``ray-apps serve up`` and is
+removed with ``ray-apps serve down`` at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+import uuid
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+
+from ray_apps._private import processes
+from ray_apps.models.catalog import build_model
+from ray_apps.models.pyfunc import ScorePyfunc, model_input
+from ray_apps.serving.models import load_served_model
+from ray_apps.serving.scoring import OnlineScorer
+from ray_apps.stack.manager import PIDS_FILE
+from ray_apps.stores.online import OnlineStore, redis_client
+from ray_apps.training.registry import register
+from tests.integration.conftest import BIN, ROOT
+from tests.integration.test_serving_parity import (
+    AS_OF,
+    DATES,
+    FEATURES,
+    SPEC_VERSION,
+    SYMBOLS,
+    WINDOW,
+    raw_features,
+    training_panel,
+)
+
+ADMIN = "it-admin-" + uuid.uuid4().hex
+TIMEOUT = 60
+
+
+def register_version(client: MlflowClient, raw: pd.DataFrame, name: str, alpha: float,
+                     alias: str | None, spec_version: str = SPEC_VERSION) -> str:
+    """Trains a ridge model and registers it as a new version of ``name``."""
+    model = build_model("ridge", {"alpha": alpha}, tuple(FEATURES))
+    panel = training_panel(raw)
+    model.fit(panel, np.arange(len(panel.dates) - 3))
+    experiment = client.get_experiment_by_name("it-serve")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+        "it-serve")
+    run_id = client.create_run(experiment_id).info.run_id
+    version = register(client, run_id, ScorePyfunc(model, "rank", 5),
+                       model_input(raw[raw["ts"] >= DATES[-12]]), name, alias or "staging",
+                       {"feature_spec.version": spec_version}).version
+    if alias is None:
+        client.delete_registered_model_alias(name, "staging")
+    return version
+
+
+@pytest.fixture(scope="module")
+def app(stack):
+    """The app serving version 1 of a fresh model; version 2 registered beside it."""
+    raw = raw_features()
+    prefix = f"it-serve:{uuid.uuid4().hex[:8]}:"
+    store = OnlineStore(redis_client(stack.settings), prefix=prefix)
+    for date in DATES:
+        store.write_batch(pa.Table.from_pandas(raw[raw["ts"] == date], preserve_index=False),
+                          SPEC_VERSION, window=WINDOW)
+    client = MlflowClient(stack.settings.mlflow.uri)
+    name = f"it-serve-{uuid.uuid4().hex[:6]}"
+    first = register_version(client, raw, name, 1.0, "champion")
+    second = register_version(client, raw, name, 50.0, None)
+    env = stack.env | {
+        "RAY_APPS_SERVE__MODEL_NAME": name,
+        "RAY_APPS_SERVE__FEATURE_KEY_PREFIX": prefix,
+        "RAY_APPS_SERVE__ADMIN_KEY": ADMIN,
+        "RAY_APPS_SERVE__POLL_S": "1",
+        "RAY_APPS_SERVE__CHALLENGER_WEIGHT": "0",
+        "RAY_APPS_SERVE__CHALLENGER_WINDOW": "10",
+    }
+    up = stack.cli("serve", "up", env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    url = f"http://127.0.0.1:{stack.settings.serve.port}"
+    assert url in up.stdout and ADMIN not in up.stdout + up.stderr
+    try:
+        yield {"url": url, "name": name, "versions": (first, second), "store": store,
+               "raw": raw, "client": client}
+    finally:
+        down = stack.cli("serve", "down", env=env)
+        assert down.returncode == 0, down.stdout + down.stderr
+
+
+def post(app, path, body=None, key=None, **kwargs):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return requests.post(app["url"] + path, json=body, headers=headers | kwargs.pop(
+        "headers", {}), timeout=TIMEOUT, **kwargs)
+
+
+def test_health_models_and_predictions_equal_the_online_scorer(app, stack):
+    health = requests.get(app["url"] + "/healthz", timeout=TIMEOUT)
+    assert health.status_code == 200, health.text
+    first, _ = app["versions"]
+    models = requests.get(app["url"] + "/v1/models", timeout=TIMEOUT).json()
+    champion = models["champion"]
+    assert (champion["name"], champion["version"], champion["alias"]) == (
+        app["name"], first, "champion")
+    assert champion["feature_spec_version"] == SPEC_VERSION and champion["run_id"]
+    assert champion["weight"] == 1.0 and models["challenger"] is None
+
+    asked = [*SYMBOLS, "NOPE"]
+    reply = post(app, "/v1/predict", {"symbols": asked})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["model_version"] == first and body["alias"] == "champion"
+    served = load_served_model(stack.settings.mlflow.uri, app["name"], "champion")
+    expected = OnlineScorer(app["store"], served).lookup(asked)
+    assert body["predictions"] == [json.loads(e.model_dump_json()) for e in expected]
+    assert body["predictions"][-1]["error"] == "unknown_symbol"
+    assert pd.Timestamp(body["predictions"][0]["as_of"]) == AS_OF
+
+    one = post(app, "/v1/predict", {"symbols": ["S03"]}).json()["predictions"]
+    assert one == [p for p in body["predictions"] if p["symbol"] == "S03"]
+
+
+def test_predict_features_scores_rows_like_the_offline_pyfunc(app):
+    raw = app["raw"]
+    rows = raw[raw["ts"] == DATES[10]]
+    body = {"rows": [{"symbol": r.symbol, "ts": r.ts.isoformat(),
+                      **{f: getattr(r, f) for f in FEATURES}} for r in rows.itertuples()]}
+    reply = post(app, "/v1/predict/features", body)
+    assert reply.status_code == 200, reply.text
+    name, (first, _) = app["name"], app["versions"]
+    offline = mlflow.pyfunc.load_model(f"models:/{name}/{first}").predict(model_input(rows))
+    got = [s["score"] for s in reply.json()["scores"]]
+    np.testing.assert_allclose(got, offline["score"].to_numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize(("change", "field", "words"), [
+    (lambda row: row.pop("f3"), "f3", "missing"),
+    (lambda row: row.update(f9=1.0), "f9", "not one the model reads"),
+    (lambda row: row.update(f2="high"), None, "feature f2: expected a number, got a string"),
+    (lambda row: row.update(ts="yesterday"), "ts", "datetime"),
+], ids=["missing", "unknown", "string", "bad-time"])
+def test_bad_rows_are_422_naming_the_field(app, change, field, words):
+    row = {"symbol": "S01", "ts": DATES[3].isoformat(), "f1": 0.1, "f2": 0.2, "f3": 0.3}
+    change(row)
+    reply = post(app, "/v1/predict/features", {"rows": [row]})
+    assert reply.status_code == 422, reply.text
+    problem = reply.json()["detail"][0]
+    assert problem["loc"][:3] == ["body", "rows", 0]
+    if field:
+        assert problem["loc"][-1] == field
+    assert words in problem["msg"]
+
+
+def test_nan_and_empty_bodies_are_422(app):
+    text = ('{"rows": [{"symbol": "S01", "ts": "2024-01-03T00:00:00Z", "f1": NaN, '
+            '"f2": 0.2, "f3": 0.3}]}')
+    reply = requests.post(app["url"] + "/v1/predict/features", data=text, timeout=TIMEOUT,
+                          headers={"Content-Type": "application/json"})
+    assert reply.status_code == 422 and "feature f1: nan is not a finite number" in reply.text
+    empty = post(app, "/v1/predict", {"symbols": []})
+    assert empty.status_code == 422 and empty.json()["detail"][0]["loc"] == ["body", "symbols"]
+
+
+def test_canary_control_needs_the_admin_key(app):
+    _, second = app["versions"]
+    assert post(app, "/v1/canary", {"version": second, "weight": 0.5}).status_code == 401
+    assert post(app, "/v1/rollback", key="wrong").status_code == 403
+    assert post(app, "/v1/promote", key="wrong").status_code == 403
+
+
+def test_canary_weight_is_honoured_and_sticky(app):
+    first, second = app["versions"]
+    weight, n = 0.3, 400
+    reply = post(app, "/v1/canary", {"version": second, "weight": weight}, key=ADMIN)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["challenger"]["version"] == second
+    assert reply.json()["challenger"]["weight"] == weight
+    versions = [post(app, "/v1/predict", {"symbols": ["S00"]}).json()["model_version"]
+                for _ in range(n)]
+    hits = versions.count(second)
+    assert hits + versions.count(first) == n
+    sigma = math.sqrt(n * weight * (1 - weight))
+    assert abs(hits - n * weight) < 4 * sigma, hits  # fails by chance about once in 15,000
+
+    sticky = {post(app, "/v1/predict", {"symbols": ["S00"]},
+                   headers={"x-client-key": "client-7"}).json()["model_version"]
+              for _ in range(30)}
+    assert len(sticky) == 1
+    assert post(app, "/v1/rollback", key=ADMIN).json()["challenger"] is None
+
+
+class Traffic:
+    """Predictions from a thread, counting every reply that is not a 200."""
+
+    def __init__(self, app) -> None:
+        self.app, self.stop, self.ok, self.failed = app, threading.Event(), 0, []
+        self.versions: set[str] = set()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                reply = post(self.app, "/v1/predict", {"symbols": SYMBOLS[:5]})
+            except requests.RequestException as error:
+                self.failed.append(repr(error))
+                continue
+            if reply.status_code == 200:
+                self.ok += 1
+                self.versions.add(reply.json()["model_version"])
+            else:
+                self.failed.append(f"{reply.status_code} {reply.text[:200]}")
+
+    def __enter__(self) -> Traffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def test_promote_and_rollback_under_traffic_fail_no_request(app):
+    first, second = app["versions"]
+    with Traffic(app) as traffic:
+        canary = post(app, "/v1/canary", {"version": second, "weight": 0.5}, key=ADMIN)
+        assert canary.status_code == 200, canary.text
+        promoted = post(app, "/v1/promote", key=ADMIN)
+        assert promoted.status_code == 200, promoted.text
+        assert promoted.json()["champion"]["version"] == second
+        assert promoted.json()["challenger"] is None
+        again = post(app, "/v1/canary", {"version": first, "weight": 0.5}, key=ADMIN)
+        assert again.status_code == 200, again.text
+        rolled = post(app, "/v1/rollback", key=ADMIN)
+        assert rolled.status_code == 200 and rolled.json()["challenger"] is None
+        time.sleep(1)
+    assert traffic.failed == [] and traffic.ok > 10
+    assert traffic.versions == {first, second}
+    client = app["client"]
+    assert client.get_model_version_by_alias(app["name"], "champion").version == second
+    assert "challenger" not in client.get_registered_model(app["name"]).aliases
+    assert post(app, "/v1/promote", key=ADMIN).status_code == 409
+
+
+def test_a_failing_challenger_is_rolled_back_and_its_requests_answered_by_the_champion(app):
+    """A version trained on features the store does not hold fails every request: the
+    champion answers them, and after a window of 10 the challenger is rolled back."""
+    champion = requests.get(app["url"] + "/v1/models", timeout=TIMEOUT).json()["champion"]
+    broken = register_version(app["client"], app["raw"], app["name"], 5.0, None,
+                              spec_version="it-serve-other-spec")
+    canary = post(app, "/v1/canary", {"version": broken, "weight": 1.0}, key=ADMIN)
+    assert canary.status_code == 200 and canary.json()["challenger"]["version"] == broken
+    answers = [post(app, "/v1/predict", {"symbols": ["S00"]}) for _ in range(10)]
+    assert [a.status_code for a in answers] == [200] * 10
+    assert {a.json()["model_version"] for a in answers} == {champion["version"]}
+    while requests.get(app["url"] + "/v1/models", timeout=TIMEOUT).json()["challenger"]:
+        time.sleep(0.2)  # the rollback runs beside the request that tripped it
+    assert "challenger" not in app["client"].get_registered_model(app["name"]).aliases
+
+
+def test_redis_down_is_503_with_the_reason_and_recovers(app, stack):
+    pid = json.loads((stack.settings.state_dir / PIDS_FILE).read_text())["redis"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    while processes.is_running(pid):
+        time.sleep(0.2)
+    health = requests.get(app["url"] + "/healthz", timeout=TIMEOUT)
+    assert health.status_code == 503 and health.json()["reason"].startswith("redis: "), \
+        health.text
+    stack.ok("stack", "up")
+    assert requests.get(app["url"] + "/healthz", timeout=TIMEOUT).status_code == 200
+    assert post(app, "/v1/predict", {"symbols": ["S00"]}).status_code == 200
+
+
+def test_the_config_file_deploys_the_app_with_the_clusters_settings(app, stack):
+    """``serve deploy serve/app.yaml`` builds the app on the cluster from the settings there:
+    the head's (no model name given, so the default one, which is not registered)."""
+    env = stack.job_env() | {"RAY_DASHBOARD_ADDRESS": stack.settings.dashboard_url}
+    deploy = stack.run(str(BIN / "serve"), "deploy", str(ROOT / "serve" / "app.yaml"), env=env)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    default = stack.settings.serve.model_name
+    while True:  # until the new application answers (the test's timeout guards a hang)
+        try:
+            models = requests.get(app["url"] + "/v1/models", timeout=TIMEOUT).json()
+        except (requests.RequestException, ValueError):
+            models = {}
+        if models.get("champion", {}).get("name") == default:
+            break
+        time.sleep(1)
+    health = requests.get(app["url"] + "/healthz", timeout=TIMEOUT)
+    assert health.status_code == 503
+    assert health.json()["reason"].startswith(
+        f"model {default}@champion: no such registered model"), health.text

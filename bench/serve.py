@@ -61,8 +61,9 @@ def features(symbols: int, bars: int) -> pd.DataFrame:
     """``symbol, ts, f1..f3``: random daily values."""
     rng = np.random.default_rng(0)
     dates = pd.date_range("2024-01-01", periods=bars, freq="D", tz="UTC")
-    frame = pd.DataFrame([(f"S{i:04d}", t) for t in dates for i in range(symbols)],
-                         columns=["symbol", "ts"])
+    frame = pd.DataFrame(
+        [(f"S{i:04d}", t) for t in dates for i in range(symbols)], columns=["symbol", "ts"]
+    )
     frame[FEATURES] = rng.normal(size=(len(frame), len(FEATURES)))
     return frame
 
@@ -81,8 +82,7 @@ def prepare(settings: Settings, symbols: int) -> None:
     raw = features(symbols, BARS)
     store = OnlineStore(redis_client(settings), prefix=PREFIX)
     for _, day in raw.groupby("ts"):
-        store.write_batch(pa.Table.from_pandas(day, preserve_index=False), SPEC_VERSION,
-                          window=8)
+        store.write_batch(pa.Table.from_pandas(day, preserve_index=False), SPEC_VERSION, window=8)
     rows = cross_section(raw, FEATURES, "rank", 5)
     rows = rows.assign(target=rows["f1"] - rows["f3"], ret=0.0)
     panel = Panel.from_frame(rows, FEATURES, "target", "ret")
@@ -90,8 +90,15 @@ def prepare(settings: Settings, symbols: int) -> None:
     model.fit(panel, np.arange(len(panel.dates) - 3))
     client = MlflowClient(settings.mlflow.uri)
     run_id = client.create_run(client.create_experiment("bench-serve")).info.run_id
-    register(client, run_id, ScorePyfunc(model, "rank", 5), model_input(raw.tail(5 * symbols)),
-             MODEL, "champion", {"feature_spec.version": SPEC_VERSION})
+    register(
+        client,
+        run_id,
+        ScorePyfunc(model, "rank", 5),
+        model_input(raw.tail(5 * symbols)),
+        MODEL,
+        "champion",
+        {"feature_spec.version": SPEC_VERSION},
+    )
 
 
 async def closed_loop(url: str, body: dict, clients: int, total: int) -> dict:
@@ -133,7 +140,8 @@ def load(url: str, symbols: list[str], concurrency: Sequence[int], total: int) -
     for asked in (symbols[:1], symbols):
         for clients in concurrency:
             figures[(len(asked), clients)] = asyncio.run(
-                closed_loop(url + "/v1/predict", {"symbols": asked}, clients, total))
+                closed_loop(url + "/v1/predict", {"symbols": asked}, clients, total)
+            )
     return figures
 
 
@@ -154,8 +162,9 @@ def bare_server(port: int) -> None:
     class Bare:
         async def predict(self, symbols, client_key):
             entries = await asyncio.to_thread(scorer.lookup, symbols)
-            return PredictResponse(alias="champion", model_version=model.version,
-                                   predictions=entries)
+            return PredictResponse(
+                alias="champion", model_version=model.version, predictions=entries
+            )
 
     uvicorn.run(create_api(Bare(), None), host="127.0.0.1", port=port, log_level="warning")
 
@@ -166,8 +175,12 @@ def wait_ready(url: str) -> None:
 
     while True:
         try:
-            if requests.post(url + "/v1/predict", json={"symbols": ["S0000"]},
-                             timeout=30).status_code == 200:
+            if (
+                requests.post(
+                    url + "/v1/predict", json={"symbols": ["S0000"]}, timeout=30
+                ).status_code
+                == 200
+            ):
                 return
         except requests.RequestException:
             pass
@@ -176,9 +189,11 @@ def wait_ready(url: str) -> None:
 
 def report(name: str, figures: dict) -> None:
     for (asked, clients), f in figures.items():
-        print(f"{name:6} symbols {asked:4} clients {clients:3}: {f['rps']:8.1f} req/s  p50 "
-              f"{f['p50']:7.1f}  p95 {f['p95']:7.1f}  p99 {f['p99']:7.1f} ms  errors "
-              f"{f['errors']}")
+        print(
+            f"{name:6} symbols {asked:4} clients {clients:3}: {f['rps']:8.1f} req/s  p50 "
+            f"{f['p50']:7.1f}  p95 {f['p95']:7.1f}  p99 {f['p99']:7.1f} ms  errors "
+            f"{f['errors']}"
+        )
 
 
 def main() -> None:
@@ -214,8 +229,7 @@ def main() -> None:
 
             (port,) = free_ports(1)
             env = os.environ | settings_env(overrides)
-            bare = subprocess.Popen([sys.executable, __file__, "--bare-port", str(port)],
-                                    env=env)
+            bare = subprocess.Popen([sys.executable, __file__, "--bare-port", str(port)], env=env)
             try:
                 url = f"http://127.0.0.1:{port}"
                 wait_ready(url)

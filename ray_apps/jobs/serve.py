@@ -18,7 +18,8 @@ from ray_apps.serving.control import serve_down, serve_status, serve_up
 def add_serve_arguments(actions: argparse._SubParsersAction) -> None:
     """The ``up``, ``down`` and ``status`` sub-commands, shared with ``ray-apps serve``."""
     actions.add_parser(
-        "up", help="start or update the Serve application and print its URL",
+        "up",
+        help="start or update the Serve application and print its URL",
         description="Deploy the champion and challenger of serve.model_name behind the HTTP "
         "ingress on serve.host:serve.port (settings RAY_APPS_SERVE__...).",
     )

@@ -117,24 +117,30 @@ class RegistryBackend:
         self.challenger_version: str | None = None
         self._control = asyncio.Lock()
         self._draw = random.Random()
-        self.guard = ChallengerGuard(cfg.challenger_window, cfg.challenger_max_error_rate,
-                                     cfg.challenger_max_latency_ms)
+        self.guard = ChallengerGuard(
+            cfg.challenger_window, cfg.challenger_max_error_rate, cfg.challenger_max_latency_ms
+        )
         self._rolling_back: asyncio.Task | None = None
         self.requests = Counter("ray_apps_predictions", "Prediction requests.", ("alias",))
         self.errors = Counter(
             "ray_apps_prediction_errors", "Failed prediction requests.", ("alias",)
         )
         self.latency = Histogram(
-            "ray_apps_prediction_latency_ms", "Prediction latency in ms.",
-            boundaries=[1, 2, 5, 10, 25, 50, 100, 250, 1000], tag_keys=("alias",),
+            "ray_apps_prediction_latency_ms",
+            "Prediction latency in ms.",
+            boundaries=[1, 2, 5, 10, 25, 50, 100, 250, 1000],
+            tag_keys=("alias",),
         )
         # Score distribution: Ray's histograms take positive bounds, so size and sign apart.
         self.score_sizes = Histogram(
-            "ray_apps_prediction_abs_scores", "Absolute values of the scores answered.",
-            boundaries=[0.01, 0.1, 0.25, 0.5, 1, 2, 4], tag_keys=("alias", "version"),
+            "ray_apps_prediction_abs_scores",
+            "Absolute values of the scores answered.",
+            boundaries=[0.01, 0.1, 0.25, 0.5, 1, 2, 4],
+            tag_keys=("alias", "version"),
         )
         self.positive_scores = Counter(
-            "ray_apps_prediction_positive_scores", "Scores above zero answered.",
+            "ray_apps_prediction_positive_scores",
+            "Scores above zero answered.",
             ("alias", "version"),
         )
 
@@ -160,8 +166,9 @@ class RegistryBackend:
                     self.score_sizes.observe(abs(score), tags)
                     if score > 0:
                         self.positive_scores.inc(1, tags)
-            return PredictResponse(alias=self.aliases[role], model_version=version,
-                                   predictions=entries)
+            return PredictResponse(
+                alias=self.aliases[role], model_version=version, predictions=entries
+            )
 
         return await self._routed(call, client_key)
 
@@ -172,11 +179,11 @@ class RegistryBackend:
             version, scored = await self.handles[role].score_rows.remote(rows)
             scores = [
                 RowScore(symbol=symbol, ts=ts, score=None if pd.isna(score) else float(score))
-                for symbol, ts, score in zip(rows["symbol"], rows["ts"], scored["score"],
-                                             strict=True)
+                for symbol, ts, score in zip(
+                    rows["symbol"], rows["ts"], scored["score"], strict=True
+                )
             ]
-            return FeaturesResponse(alias=self.aliases[role], model_version=version,
-                                    scores=scores)
+            return FeaturesResponse(alias=self.aliases[role], model_version=version, scores=scores)
 
         return await self._routed(call, client_key)
 
@@ -191,23 +198,28 @@ class RegistryBackend:
         """The champion and the challenger as their deployments report them."""
         champion = await self.handles[CHAMPION].info.remote(1.0 - self._live_weight())
         challenger = await self.handles[CHALLENGER].info.remote(self._live_weight())
-        return ModelsResponse(champion=champion,
-                              challenger=challenger if challenger.version else None)
+        return ModelsResponse(
+            champion=champion, challenger=challenger if challenger.version else None
+        )
 
     async def health(self) -> Health:
         """``ok`` when the champion is loaded and Redis answers."""
         try:
             champion = await self.handles[CHAMPION].info.remote()
         except Exception as error:
-            return Health(status="unavailable",
-                          reason=f"champion deployment: {_first_line(_cause(error))}")
+            return Health(
+                status="unavailable", reason=f"champion deployment: {_first_line(_cause(error))}"
+            )
         if champion.version is None:
             return Health(status="unavailable", reason=champion.error or "no champion loaded")
         try:
             await self.handles[CHAMPION].ping.remote()
         except Exception as error:
-            return Health(status="unavailable", champion_version=champion.version,
-                          reason=f"redis: {_first_line(_cause(error))}")
+            return Health(
+                status="unavailable",
+                champion_version=champion.version,
+                reason=f"redis: {_first_line(_cause(error))}",
+            )
         return Health(status="ok", champion_version=champion.version, reason=champion.error)
 
     async def canary(self, version: str, weight: float) -> ModelsResponse:
@@ -266,8 +278,9 @@ class RegistryBackend:
                 ok = True
                 return answer
             except Exception as error:
-                log.warning("challenger failed, the champion answers: %s",
-                            _first_line(_cause(error)))
+                log.warning(
+                    "challenger failed, the champion answers: %s", _first_line(_cause(error))
+                )
             finally:
                 if self.guard.record(ok, (time.perf_counter() - started) * 1000):
                     self._auto_rollback()
@@ -275,8 +288,10 @@ class RegistryBackend:
 
     def _auto_rollback(self) -> None:
         if self._rolling_back is None or self._rolling_back.done():
-            log.warning("challenger %s passed its error or latency limit: rolling back",
-                        self.challenger_version)
+            log.warning(
+                "challenger %s passed its error or latency limit: rolling back",
+                self.challenger_version,
+            )
             self.weight = 0.0  # at once; the registry follows in the task
             self._rolling_back = asyncio.create_task(self.rollback())
 
@@ -340,4 +355,3 @@ def _cause(error: BaseException) -> BaseException:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0][:300] if text else type(error).__name__
-

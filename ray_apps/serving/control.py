@@ -70,8 +70,7 @@ def serve_up(settings: Settings) -> str:
             f"the Serve logs under {settings.state_dir}"
         ) from None
     url = serve_url(settings)
-    return (f"serving {cfg.model_name} at {url} (OpenAPI at {url}/docs); "
-            f"canary admin key in {where}")
+    return f"serving {cfg.model_name} at {url} (OpenAPI at {url}/docs); canary admin key in {where}"
 
 
 def serve_down(settings: Settings) -> str:
@@ -90,8 +89,12 @@ def serve_status(settings: Settings) -> ServeStatus:
     name = settings.serve.app_name
     app = serve.status().applications.get(name)
     if app is None:
-        return ServeStatus(url=serve_url(settings), status="NOT_RUNNING", deployments={},
-                           message="start it with `ray-apps serve up`")
+        return ServeStatus(
+            url=serve_url(settings),
+            status="NOT_RUNNING",
+            deployments={},
+            message="start it with `ray-apps serve up`",
+        )
     return ServeStatus(
         url=serve_url(settings),
         status=str(app.status),

@@ -4,7 +4,6 @@ It calls a :class:`Backend` (the Serve ingress, or a fake in unit tests) for eve
 needs models or stores, so routing, validation and auth are tested without Ray.
 """
 
-
 import hmac
 from collections.abc import Sequence
 from typing import Annotated, Protocol
@@ -41,9 +40,7 @@ class Backend(Protocol):
     async def predict(self, symbols: Sequence[str], client_key: str | None) -> PredictResponse:
         """Entries of the symbols from the routed model."""
 
-    async def score_rows(
-        self, rows: pd.DataFrame, client_key: str | None
-    ) -> FeaturesResponse:
+    async def score_rows(self, rows: pd.DataFrame, client_key: str | None) -> FeaturesResponse:
         """Scores of a given cross-section from the routed model."""
 
     async def feature_columns(self) -> list[str]:
@@ -101,8 +98,9 @@ def create_api(
     @api.exception_handler(RequestValidationError)
     async def _invalid_request(_, error: RequestValidationError) -> JSONResponse:
         # The field, the problem and its kind; not the input (it may hold NaN, not JSON).
-        detail = [{key: problem[key] for key in ("type", "loc", "msg")}
-                  for problem in error.errors()]
+        detail = [
+            {key: problem[key] for key in ("type", "loc", "msg")} for problem in error.errors()
+        ]
         return JSONResponse({"detail": detail}, status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @api.exception_handler(ServiceUnavailable)
@@ -133,7 +131,8 @@ def create_api(
         return await backend.predict(body.symbols, key or None)
 
     @api.post(
-        "/v1/predict/features", response_model=FeaturesResponse,
+        "/v1/predict/features",
+        response_model=FeaturesResponse,
         dependencies=[Depends(predictor)],
     )
     async def predict_features(
@@ -170,7 +169,8 @@ def _check_key(credentials: HTTPAuthorizationCredentials | None, keys: list[Secr
     """401 without a bearer key, 403 with one that is not among ``keys``."""
     if credentials is None or not credentials.credentials:
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "a bearer key is required",
+            status.HTTP_401_UNAUTHORIZED,
+            "a bearer key is required",
             headers={"WWW-Authenticate": "Bearer"},
         )
     given = credentials.credentials.encode()
@@ -184,11 +184,19 @@ def _check_names(body: FeaturesRequest, columns: list[str]) -> None:
     for index, row in enumerate(body.rows):
         names = set(row.features)
         for name in sorted(wanted - names):
-            _invalid(index, name, "missing", f"feature {name} is missing; the model reads "
-                     f"{', '.join(columns)}")
+            _invalid(
+                index,
+                name,
+                "missing",
+                f"feature {name} is missing; the model reads {', '.join(columns)}",
+            )
         for name in sorted(names - wanted):
-            _invalid(index, name, "extra_forbidden", f"feature {name} is not one the model "
-                     f"reads ({', '.join(columns)})")
+            _invalid(
+                index,
+                name,
+                "extra_forbidden",
+                f"feature {name} is not one the model reads ({', '.join(columns)})",
+            )
 
 
 def _invalid(index: int, name: str, kind: str, message: str) -> None:

@@ -53,7 +53,8 @@ class ModelServer:
         self.max_age = timedelta(seconds=cfg.max_feature_age_s) if cfg.max_feature_age_s else None
         self.symbols = cfg.symbols
         self.store = OnlineStore(
-            redis_client(settings), prefix=cfg.feature_key_prefix,
+            redis_client(settings),
+            prefix=cfg.feature_key_prefix,
             pipeline_size=settings.redis.pipeline_size,
         )
         self.scorer: OnlineScorer | None = None
@@ -69,13 +70,17 @@ class ModelServer:
         """Loads the alias's version if it moved (the previous one serves until then)."""
         with self._refreshing:
             try:
-                version = MlflowClient(self.tracking_uri).get_model_version_by_alias(
-                    self.name, self.alias
-                ).version
+                version = (
+                    MlflowClient(self.tracking_uri)
+                    .get_model_version_by_alias(self.name, self.alias)
+                    .version
+                )
             except MlflowException as error:
                 if error.error_code not in _MISSING:
-                    self.error = f"model {self.name}@{self.alias}: registry unreachable " \
+                    self.error = (
+                        f"model {self.name}@{self.alias}: registry unreachable "
                         f"({str(error).splitlines()[0]})"
+                    )
                     return self.info()
                 version = None
             if version is None:

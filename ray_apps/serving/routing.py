@@ -45,8 +45,9 @@ class ChallengerGuard:
         max_latency_ms: a slower request counts as bad (None: no limit).
     """
 
-    def __init__(self, window: int, max_error_rate: float,
-                 max_latency_ms: float | None = None) -> None:
+    def __init__(
+        self, window: int, max_error_rate: float, max_latency_ms: float | None = None
+    ) -> None:
         self.max_error_rate = max_error_rate
         self.max_latency_ms = max_latency_ms
         self._bad: deque[bool] = deque(maxlen=window)

@@ -48,19 +48,30 @@ ADMIN = "it-admin-" + uuid.uuid4().hex
 TIMEOUT = 60
 
 
-def register_version(client: MlflowClient, raw: pd.DataFrame, name: str, alpha: float,
-                     alias: str | None, spec_version: str = SPEC_VERSION) -> str:
+def register_version(
+    client: MlflowClient,
+    raw: pd.DataFrame,
+    name: str,
+    alpha: float,
+    alias: str | None,
+    spec_version: str = SPEC_VERSION,
+) -> str:
     """Trains a ridge model and registers it as a new version of ``name``."""
     model = build_model("ridge", {"alpha": alpha}, tuple(FEATURES))
     panel = training_panel(raw)
     model.fit(panel, np.arange(len(panel.dates) - 3))
     experiment = client.get_experiment_by_name("it-serve")
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        "it-serve")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment("it-serve")
     run_id = client.create_run(experiment_id).info.run_id
-    version = register(client, run_id, ScorePyfunc(model, "rank", 5),
-                       model_input(raw[raw["ts"] >= DATES[-12]]), name, alias or "staging",
-                       {"feature_spec.version": spec_version}).version
+    version = register(
+        client,
+        run_id,
+        ScorePyfunc(model, "rank", 5),
+        model_input(raw[raw["ts"] >= DATES[-12]]),
+        name,
+        alias or "staging",
+        {"feature_spec.version": spec_version},
+    ).version
     if alias is None:
         client.delete_registered_model_alias(name, "staging")
     return version
@@ -73,8 +84,11 @@ def app(stack):
     prefix = f"it-serve:{uuid.uuid4().hex[:8]}:"
     store = OnlineStore(redis_client(stack.settings), prefix=prefix)
     for date in DATES:
-        store.write_batch(pa.Table.from_pandas(raw[raw["ts"] == date], preserve_index=False),
-                          SPEC_VERSION, window=WINDOW)
+        store.write_batch(
+            pa.Table.from_pandas(raw[raw["ts"] == date], preserve_index=False),
+            SPEC_VERSION,
+            window=WINDOW,
+        )
     client = MlflowClient(stack.settings.mlflow.uri)
     name = f"it-serve-{uuid.uuid4().hex[:6]}"
     first = register_version(client, raw, name, 1.0, "champion")
@@ -92,8 +106,14 @@ def app(stack):
     url = f"http://127.0.0.1:{stack.settings.serve.port}"
     assert url in up.stdout and ADMIN not in up.stdout + up.stderr
     try:
-        yield {"url": url, "name": name, "versions": (first, second), "store": store,
-               "raw": raw, "client": client}
+        yield {
+            "url": url,
+            "name": name,
+            "versions": (first, second),
+            "store": store,
+            "raw": raw,
+            "client": client,
+        }
     finally:
         down = stack.cli("serve", "down", env=env)
         assert down.returncode == 0, down.stdout + down.stderr
@@ -101,8 +121,13 @@ def app(stack):
 
 def post(app, path, body=None, key=None, **kwargs):
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return requests.post(app["url"] + path, json=body, headers=headers | kwargs.pop(
-        "headers", {}), timeout=TIMEOUT, **kwargs)
+    return requests.post(
+        app["url"] + path,
+        json=body,
+        headers=headers | kwargs.pop("headers", {}),
+        timeout=TIMEOUT,
+        **kwargs,
+    )
 
 
 def test_health_models_and_predictions_equal_the_online_scorer(app, stack):
@@ -112,7 +137,10 @@ def test_health_models_and_predictions_equal_the_online_scorer(app, stack):
     models = requests.get(app["url"] + "/v1/models", timeout=TIMEOUT).json()
     champion = models["champion"]
     assert (champion["name"], champion["version"], champion["alias"]) == (
-        app["name"], first, "champion")
+        app["name"],
+        first,
+        "champion",
+    )
     assert champion["feature_spec_version"] == SPEC_VERSION and champion["run_id"]
     assert champion["weight"] == 1.0 and models["challenger"] is None
 
@@ -134,8 +162,12 @@ def test_health_models_and_predictions_equal_the_online_scorer(app, stack):
 def test_predict_features_scores_rows_like_the_offline_pyfunc(app):
     raw = app["raw"]
     rows = raw[raw["ts"] == DATES[10]]
-    body = {"rows": [{"symbol": r.symbol, "ts": r.ts.isoformat(),
-                      **{f: getattr(r, f) for f in FEATURES}} for r in rows.itertuples()]}
+    body = {
+        "rows": [
+            {"symbol": r.symbol, "ts": r.ts.isoformat(), **{f: getattr(r, f) for f in FEATURES}}
+            for r in rows.itertuples()
+        ]
+    }
     reply = post(app, "/v1/predict/features", body)
     assert reply.status_code == 200, reply.text
     name, (first, _) = app["name"], app["versions"]
@@ -144,12 +176,16 @@ def test_predict_features_scores_rows_like_the_offline_pyfunc(app):
     np.testing.assert_allclose(got, offline["score"].to_numpy(), rtol=1e-12)
 
 
-@pytest.mark.parametrize(("change", "field", "words"), [
-    (lambda row: row.pop("f3"), "f3", "missing"),
-    (lambda row: row.update(f9=1.0), "f9", "not one the model reads"),
-    (lambda row: row.update(f2="high"), None, "feature f2: expected a number, got a string"),
-    (lambda row: row.update(ts="yesterday"), "ts", "datetime"),
-], ids=["missing", "unknown", "string", "bad-time"])
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        (lambda row: row.pop("f3"), "f3", "missing"),
+        (lambda row: row.update(f9=1.0), "f9", "not one the model reads"),
+        (lambda row: row.update(f2="high"), None, "feature f2: expected a number, got a string"),
+        (lambda row: row.update(ts="yesterday"), "ts", "datetime"),
+    ],
+    ids=["missing", "unknown", "string", "bad-time"],
+)
 def test_bad_rows_are_422_naming_the_field(app, change, field, words):
     row = {"symbol": "S01", "ts": DATES[3].isoformat(), "f1": 0.1, "f2": 0.2, "f3": 0.3}
     change(row)
@@ -163,10 +199,16 @@ def test_bad_rows_are_422_naming_the_field(app, change, field, words):
 
 
 def test_nan_and_empty_bodies_are_422(app):
-    text = ('{"rows": [{"symbol": "S01", "ts": "2024-01-03T00:00:00Z", "f1": NaN, '
-            '"f2": 0.2, "f3": 0.3}]}')
-    reply = requests.post(app["url"] + "/v1/predict/features", data=text, timeout=TIMEOUT,
-                          headers={"Content-Type": "application/json"})
+    text = (
+        '{"rows": [{"symbol": "S01", "ts": "2024-01-03T00:00:00Z", "f1": NaN, '
+        '"f2": 0.2, "f3": 0.3}]}'
+    )
+    reply = requests.post(
+        app["url"] + "/v1/predict/features",
+        data=text,
+        timeout=TIMEOUT,
+        headers={"Content-Type": "application/json"},
+    )
     assert reply.status_code == 422 and "feature f1: nan is not a finite number" in reply.text
     empty = post(app, "/v1/predict", {"symbols": []})
     assert empty.status_code == 422 and empty.json()["detail"][0]["loc"] == ["body", "symbols"]
@@ -186,16 +228,20 @@ def test_canary_weight_is_honoured_and_sticky(app):
     assert reply.status_code == 200, reply.text
     assert reply.json()["challenger"]["version"] == second
     assert reply.json()["challenger"]["weight"] == weight
-    versions = [post(app, "/v1/predict", {"symbols": ["S00"]}).json()["model_version"]
-                for _ in range(n)]
+    versions = [
+        post(app, "/v1/predict", {"symbols": ["S00"]}).json()["model_version"] for _ in range(n)
+    ]
     hits = versions.count(second)
     assert hits + versions.count(first) == n
     sigma = math.sqrt(n * weight * (1 - weight))
     assert abs(hits - n * weight) < 4 * sigma, hits  # fails by chance about once in 15,000
 
-    sticky = {post(app, "/v1/predict", {"symbols": ["S00"]},
-                   headers={"x-client-key": "client-7"}).json()["model_version"]
-              for _ in range(30)}
+    sticky = {
+        post(app, "/v1/predict", {"symbols": ["S00"]}, headers={"x-client-key": "client-7"}).json()[
+            "model_version"
+        ]
+        for _ in range(30)
+    }
     assert len(sticky) == 1
     assert post(app, "/v1/rollback", key=ADMIN).json()["challenger"] is None
 
@@ -256,8 +302,9 @@ def test_a_failing_challenger_is_rolled_back_and_its_requests_answered_by_the_ch
     """A version trained on features the store does not hold fails every request: the
     champion answers them, and after a window of 10 the challenger is rolled back."""
     champion = requests.get(app["url"] + "/v1/models", timeout=TIMEOUT).json()["champion"]
-    broken = register_version(app["client"], app["raw"], app["name"], 5.0, None,
-                              spec_version="it-serve-other-spec")
+    broken = register_version(
+        app["client"], app["raw"], app["name"], 5.0, None, spec_version="it-serve-other-spec"
+    )
     canary = post(app, "/v1/canary", {"version": broken, "weight": 1.0}, key=ADMIN)
     assert canary.status_code == 200 and canary.json()["challenger"]["version"] == broken
     answers = [post(app, "/v1/predict", {"symbols": ["S00"]}) for _ in range(10)]
@@ -274,8 +321,7 @@ def test_redis_down_is_503_with_the_reason_and_recovers(app, stack):
     while processes.is_running(pid):
         time.sleep(0.2)
     health = requests.get(app["url"] + "/healthz", timeout=TIMEOUT)
-    assert health.status_code == 503 and health.json()["reason"].startswith("redis: "), \
-        health.text
+    assert health.status_code == 503 and health.json()["reason"].startswith("redis: "), health.text
     stack.ok("stack", "up")
     assert requests.get(app["url"] + "/healthz", timeout=TIMEOUT).status_code == 200
     assert post(app, "/v1/predict", {"symbols": ["S00"]}).status_code == 200
@@ -299,4 +345,5 @@ def test_the_config_file_deploys_the_app_with_the_clusters_settings(app, stack):
     health = requests.get(app["url"] + "/healthz", timeout=TIMEOUT)
     assert health.status_code == 503
     assert health.json()["reason"].startswith(
-        f"model {default}@champion: no such registered model"), health.text
+        f"model {default}@champion: no such registered model"
+    ), health.text

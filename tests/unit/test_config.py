@@ -105,8 +105,12 @@ def test_every_bad_value_is_named_on_one_line(monkeypatch):
 def test_serve_settings_pass_to_child_processes_without_their_keys(tmp_path, monkeypatch):
     settings = Settings(
         state_dir=tmp_path,
-        serve={"symbols": ["AAPL", "MSFT"], "prediction_keys": ["p-secret"],
-               "admin_key": "a-secret", "max_feature_age_s": 90},
+        serve={
+            "symbols": ["AAPL", "MSFT"],
+            "prediction_keys": ["p-secret"],
+            "admin_key": "a-secret",
+            "max_feature_age_s": 90,
+        },
     )
     env = settings.public_env()
     assert "p-secret" not in str(env) and "a-secret" not in str(env)

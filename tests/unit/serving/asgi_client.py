@@ -28,24 +28,36 @@ class AsgiClient:
     def get(self, path: str, headers: dict[str, str] | None = None) -> Reply:
         return self.request("GET", path, headers=headers)
 
-    def post(self, path: str, json: Any = None, content: str | None = None,
-             headers: dict[str, str] | None = None) -> Reply:
+    def post(
+        self,
+        path: str,
+        json: Any = None,
+        content: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
         headers = dict(headers or {})
         if json is not None:
             content = jsonlib.dumps(json)
             headers.setdefault("Content-Type", "application/json")
         return self.request("POST", path, content or "", headers)
 
-    def request(self, method: str, path: str, content: str = "",
-                headers: dict[str, str] | None = None) -> Reply:
+    def request(
+        self, method: str, path: str, content: str = "", headers: dict[str, str] | None = None
+    ) -> Reply:
         return asyncio.run(self._request(method, path, content.encode(), headers or {}))
 
-    async def _request(self, method: str, path: str, body: bytes,
-                       headers: dict[str, str]) -> Reply:
+    async def _request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Reply:
         scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-            "query_string": b"", "root_path": "", "server": ("test", 80),
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "server": ("test", 80),
             "client": ("test", 1234),
             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]
             + [(b"content-length", str(len(body)).encode())],

@@ -36,24 +36,29 @@ class FakeBackend:
             raise self.fail_with
         entries = [
             ScoreEntry(symbol=s, score=1.0, rank=1, as_of=AS_OF, model_version="1")
-            if s != "X" else ErrorEntry(symbol=s, error="unknown_symbol", detail="none",
-                                        as_of=AS_OF, model_version="1")
+            if s != "X"
+            else ErrorEntry(
+                symbol=s, error="unknown_symbol", detail="none", as_of=AS_OF, model_version="1"
+            )
             for s in symbols
         ]
         return PredictResponse(alias="champion", model_version="1", predictions=entries)
 
     async def score_rows(self, rows: pd.DataFrame, client_key):
         self.calls.append(("score_rows", rows, client_key))
-        scores = [RowScore(symbol=s, ts=t, score=0.0)
-                  for s, t in zip(rows["symbol"], rows["ts"], strict=True)]
+        scores = [
+            RowScore(symbol=s, ts=t, score=0.0)
+            for s, t in zip(rows["symbol"], rows["ts"], strict=True)
+        ]
         return FeaturesResponse(alias="champion", model_version="1", scores=scores)
 
     async def feature_columns(self):
         return ["f1", "f2"]
 
     async def models(self):
-        return ModelsResponse(champion=ModelInfo(alias="champion", name="m", version="1",
-                                                 weight=1.0), challenger=None)
+        return ModelsResponse(
+            champion=ModelInfo(alias="champion", name="m", version="1", weight=1.0), challenger=None
+        )
 
     async def health(self):
         return self.health_reply
@@ -82,19 +87,23 @@ def client(backend, prediction_keys=()):
 
 
 def test_predict_answers_one_entry_per_symbol_in_order_with_the_sticky_key(backend):
-    reply = client(backend).post("/v1/predict", json={"symbols": ["B", "X", "A"]},
-                                 headers={"x-client-key": "c1"})
+    reply = client(backend).post(
+        "/v1/predict", json={"symbols": ["B", "X", "A"]}, headers={"x-client-key": "c1"}
+    )
     assert reply.status_code == 200
     assert [p["symbol"] for p in reply.json()["predictions"]] == ["B", "X", "A"]
     assert reply.json()["predictions"][1]["error"] == "unknown_symbol"
     assert backend.calls == [("predict", ["B", "X", "A"], "c1")]
 
 
-@pytest.mark.parametrize(("body", "locs"), [
-    ({"symbols": []}, [["body", "symbols"]]),
-    ({"symbols": "A"}, [["body", "symbols"]]),
-    ({"symbol": ["A"]}, [["body", "symbols"], ["body", "symbol"]]),
-])
+@pytest.mark.parametrize(
+    ("body", "locs"),
+    [
+        ({"symbols": []}, [["body", "symbols"]]),
+        ({"symbols": "A"}, [["body", "symbols"]]),
+        ({"symbol": ["A"]}, [["body", "symbols"], ["body", "symbol"]]),
+    ],
+)
 def test_bad_predict_bodies_are_422_naming_the_field(backend, body, locs):
     reply = client(backend).post("/v1/predict", json=body)
     assert reply.status_code == 422
@@ -102,14 +111,18 @@ def test_bad_predict_bodies_are_422_naming_the_field(backend, body, locs):
     assert backend.calls == []
 
 
-@pytest.mark.parametrize(("change", "loc_end", "words"), [
-    ({"f2": None}, "f2", "missing"),  # dropped below
-    ({"f3": 1.0}, "f3", "is not one the model reads"),
-    ({"f1": "high"}, None, "feature f1: expected a number, got a string"),
-    ({"f1": True}, None, "feature f1: expected a number, got a boolean"),
-    ({"ts": "soon"}, "ts", "datetime"),
-    ({"symbol": ""}, "symbol", "at least 1 character"),
-], ids=["missing", "unknown", "string", "boolean", "bad-time", "empty-symbol"])
+@pytest.mark.parametrize(
+    ("change", "loc_end", "words"),
+    [
+        ({"f2": None}, "f2", "missing"),  # dropped below
+        ({"f3": 1.0}, "f3", "is not one the model reads"),
+        ({"f1": "high"}, None, "feature f1: expected a number, got a string"),
+        ({"f1": True}, None, "feature f1: expected a number, got a boolean"),
+        ({"ts": "soon"}, "ts", "datetime"),
+        ({"symbol": ""}, "symbol", "at least 1 character"),
+    ],
+    ids=["missing", "unknown", "string", "boolean", "bad-time", "empty-symbol"],
+)
 def test_bad_feature_rows_are_422_naming_the_field(backend, change, loc_end, words):
     row = {**ROW, **change}
     if change == {"f2": None}:
@@ -126,10 +139,13 @@ def test_bad_feature_rows_are_422_naming_the_field(backend, change, loc_end, wor
 
 def test_nan_and_infinity_features_are_422(backend):
     for literal in ("NaN", "Infinity"):
-        text = ('{"rows": [{"symbol": "A", "ts": "2024-01-05T00:00:00Z", '
-                f'"f1": {literal}, "f2": 1}}]}}')
-        reply = client(backend).post("/v1/predict/features", content=text,
-                                     headers={"Content-Type": "application/json"})
+        text = (
+            '{"rows": [{"symbol": "A", "ts": "2024-01-05T00:00:00Z", '
+            f'"f1": {literal}, "f2": 1}}]}}'
+        )
+        reply = client(backend).post(
+            "/v1/predict/features", content=text, headers={"Content-Type": "application/json"}
+        )
         assert reply.status_code == 422, reply.text
         assert "feature f1:" in reply.text and "is not a finite number" in reply.text
 
@@ -137,7 +153,7 @@ def test_nan_and_infinity_features_are_422(backend):
 def test_good_feature_rows_reach_the_backend_as_a_frame_in_the_models_columns(backend):
     reply = client(backend).post("/v1/predict/features", json={"rows": [ROW]})
     assert reply.status_code == 200, reply.text
-    (_, frame, key), = backend.calls
+    ((_, frame, key),) = backend.calls
     assert list(frame.columns) == ["symbol", "ts", "f1", "f2"] and key is None
     assert frame.iloc[0]["f1"] == 0.5 and frame.iloc[0]["ts"] == pd.Timestamp(AS_OF)
 
@@ -155,8 +171,7 @@ def test_control_needs_the_admin_key(backend, path):
 
 def test_control_refuses_every_key_when_no_admin_key_is_configured(backend):
     api = AsgiClient(create_api(backend, None))
-    assert api.post("/v1/rollback", headers={"Authorization": "Bearer "}).status_code in (
-        401, 403)
+    assert api.post("/v1/rollback", headers={"Authorization": "Bearer "}).status_code in (401, 403)
     assert api.post("/v1/rollback", headers={"Authorization": "Bearer x"}).status_code == 403
 
 
@@ -165,8 +180,7 @@ def test_canary_validates_its_body_and_a_conflict_is_409(backend):
     bad = api.post("/v1/canary", json={"version": "2", "weight": 1.5}, headers=auth)
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "weight"]
     missing = api.post("/v1/canary", json={"version": "9", "weight": 0.2}, headers=auth)
-    assert missing.status_code == 409 and missing.json() == {
-        "detail": "model m has no version 9"}
+    assert missing.status_code == 409 and missing.json() == {"detail": "model m has no version 9"}
 
 
 def test_prediction_keys_are_needed_only_when_configured(backend):
@@ -174,10 +188,18 @@ def test_prediction_keys_are_needed_only_when_configured(backend):
     assert open_api.post("/v1/predict", json={"symbols": ["A"]}).status_code == 200
     keyed = client(backend, prediction_keys=["p1", "p2"])
     assert keyed.post("/v1/predict", json={"symbols": ["A"]}).status_code == 401
-    assert keyed.post("/v1/predict", json={"symbols": ["A"]},
-                      headers={"Authorization": "Bearer admin-secret"}).status_code == 403
-    assert keyed.post("/v1/predict", json={"symbols": ["A"]},
-                      headers={"Authorization": "Bearer p2"}).status_code == 200
+    assert (
+        keyed.post(
+            "/v1/predict", json={"symbols": ["A"]}, headers={"Authorization": "Bearer admin-secret"}
+        ).status_code
+        == 403
+    )
+    assert (
+        keyed.post(
+            "/v1/predict", json={"symbols": ["A"]}, headers={"Authorization": "Bearer p2"}
+        ).status_code
+        == 200
+    )
 
 
 def test_health_is_503_with_the_reason_and_unavailable_predictions_too(backend):
@@ -194,5 +216,12 @@ def test_health_is_503_with_the_reason_and_unavailable_predictions_too(backend):
 
 def test_openapi_lists_every_endpoint(backend):
     paths = client(backend).get("/openapi.json").json()["paths"]
-    assert set(paths) == {"/healthz", "/v1/models", "/v1/predict", "/v1/predict/features",
-                          "/v1/canary", "/v1/promote", "/v1/rollback"}
+    assert set(paths) == {
+        "/healthz",
+        "/v1/models",
+        "/v1/predict",
+        "/v1/predict/features",
+        "/v1/canary",
+        "/v1/promote",
+        "/v1/rollback",
+    }

@@ -37,6 +37,7 @@ from tests.integration.test_serving_parity import (
     AS_OF,
     DATES,
     FEATURES,
+    MAX_AGE,
     SPEC_VERSION,
     SYMBOLS,
     WINDOW,
@@ -100,6 +101,7 @@ def app(stack):
         "RAY_APPS_SERVE__POLL_S": "1",
         "RAY_APPS_SERVE__CHALLENGER_WEIGHT": "0",
         "RAY_APPS_SERVE__CHALLENGER_WINDOW": "10",
+        "RAY_APPS_SERVE__MAX_FEATURE_AGE_S": str(MAX_AGE.total_seconds()),
     }
     up = stack.cli("serve", "up", env=env)
     assert up.returncode == 0, up.stdout + up.stderr
@@ -150,7 +152,7 @@ def test_health_models_and_predictions_equal_the_online_scorer(app, stack):
     body = reply.json()
     assert body["model_version"] == first and body["alias"] == "champion"
     served = load_served_model(stack.settings.mlflow.uri, app["name"], "champion")
-    expected = OnlineScorer(app["store"], served).lookup(asked)
+    expected = OnlineScorer(app["store"], served, max_age=MAX_AGE).lookup(asked)
     assert body["predictions"] == [json.loads(e.model_dump_json()) for e in expected]
     assert body["predictions"][-1]["error"] == "unknown_symbol"
     assert pd.Timestamp(body["predictions"][0]["as_of"]) == AS_OF

@@ -229,14 +229,8 @@ class RegistryBackend:
                 self.registry.get_model_version(self.name, version)
             except MlflowException:
                 raise Conflict(f"model {self.name} has no version {version}") from None
-            previous = self._alias_version(CHALLENGER)
             self._set_weight(0.0)
-            self.registry.set_registered_model_alias(self.name, self.aliases[CHALLENGER], version)
-            info = await self.handles[CHALLENGER].refresh.remote()
-            if info.version != version:
-                self._restore(CHALLENGER, previous)
-                await self.handles[CHALLENGER].refresh.remote()
-                raise Conflict(info.error or f"version {version} did not load")
+            await self._move_alias(CHALLENGER, version, f"version {version} did not load")
             self.challenger_version = version
             self.guard.reset()
             self._set_weight(weight)
@@ -248,13 +242,7 @@ class RegistryBackend:
             version = self._alias_version(CHALLENGER)
             if version is None:
                 raise Conflict(f"model {self.name} has no {self.aliases[CHALLENGER]} to promote")
-            previous = self._alias_version(CHAMPION)
-            self.registry.set_registered_model_alias(self.name, self.aliases[CHAMPION], version)
-            info = await self.handles[CHAMPION].refresh.remote()
-            if info.version != version:
-                self._restore(CHAMPION, previous)
-                await self.handles[CHAMPION].refresh.remote()
-                raise Conflict(info.error or f"version {version} did not load as champion")
+            await self._move_alias(CHAMPION, version, f"version {version} did not load as champion")
             await self._clear_challenger()
             return await self.models()
 
@@ -339,6 +327,20 @@ class RegistryBackend:
             )
         except MlflowException:
             return None
+
+    async def _move_alias(self, role: str, version: str, failed: str) -> None:
+        """Points ``role``'s alias at ``version``; puts it back if that version did not load.
+
+        Raises:
+            Conflict: the deployment could not load the version (its reason, else ``failed``).
+        """
+        previous = self._alias_version(role)
+        self.registry.set_registered_model_alias(self.name, self.aliases[role], version)
+        info = await self.handles[role].refresh.remote()
+        if info.version != version:
+            self._restore(role, previous)
+            await self.handles[role].refresh.remote()
+            raise Conflict(info.error or failed)
 
     def _restore(self, role: str, version: str | None) -> None:
         if version is None:

@@ -15,7 +15,8 @@ import pytest
 
 from ray_apps._private import processes
 from ray_apps.config import Settings, settings_env
-from ray_apps.stack.isolated import isolated_overrides
+from ray_apps.stack import stack_down, stack_up
+from ray_apps.stack.isolated import isolated_overrides, redis_only_overrides
 from ray_apps.stack.manager import PIDS_FILE
 
 BIN = Path(sys.executable).parent
@@ -146,3 +147,12 @@ def stack(tmp_path_factory):
     yield running
     down = running.cli("stack", "down")
     assert down.returncode == 0, down.stderr
+
+
+@pytest.fixture(scope="module")
+def redis_settings(tmp_path_factory) -> Settings:
+    """A Redis of its own (the online store alone, not the stack) for one test module."""
+    settings = Settings(**redis_only_overrides(tmp_path_factory.mktemp("redis-stack")))
+    stack_up(settings, echo=lambda _: None)
+    yield settings
+    stack_down(settings, echo=lambda _: None)

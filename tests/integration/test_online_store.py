@@ -11,22 +11,11 @@ import pyarrow as pa
 import pytest
 import redis
 
-from ray_apps.config import Settings
 from ray_apps.errors import UserError
-from ray_apps.stack import stack_down, stack_up
-from ray_apps.stack.isolated import redis_only_overrides
 from ray_apps.stores.checkpoints import CheckpointStore, checkpoint_store
 from ray_apps.stores.online import OnlineStore, redis_client
 
 DAY0 = pd.Timestamp("2024-01-01", tz="UTC")
-
-
-@pytest.fixture(scope="module")
-def redis_settings(tmp_path_factory) -> Settings:
-    settings = Settings(**redis_only_overrides(tmp_path_factory.mktemp("redis-stack")))
-    stack_up(settings, echo=lambda _: None)
-    yield settings
-    stack_down(settings, echo=lambda _: None)
 
 
 @pytest.fixture

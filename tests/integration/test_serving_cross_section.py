@@ -15,19 +15,9 @@ import pytest
 from ray_apps.config import Settings
 from ray_apps.errors import UserError
 from ray_apps.serving.cross_section import read_cross_section, read_universe
-from ray_apps.stack import stack_down, stack_up
-from ray_apps.stack.isolated import redis_only_overrides
 from ray_apps.stores.online import OnlineStore, redis_client
 
 DAY0 = pd.Timestamp("2024-01-01", tz="UTC")
-
-
-@pytest.fixture(scope="module")
-def redis_settings(tmp_path_factory) -> Settings:
-    settings = Settings(**redis_only_overrides(tmp_path_factory.mktemp("redis-serving")))
-    stack_up(settings, echo=lambda _: None)
-    yield settings
-    stack_down(settings, echo=lambda _: None)
 
 
 def new_store(settings: Settings, prefix_extra: str = "") -> OnlineStore:

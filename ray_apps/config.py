@@ -259,6 +259,19 @@ class ServeSettings(_Section):
     poll_s: float = Field(
         2.0, gt=0, description="How often a model replica checks its registry alias."
     )
+    refresh_s: float = Field(
+        1.0,
+        gt=0,
+        le=4,
+        description="A model replica rescores the universe at once on each batch event of the "
+        "online store (stream consumers and materialize append them) and at least this often "
+        "without one; predictions are answered from the last scoring.",
+    )
+    publish_predictions: bool = Field(
+        False,
+        description="Publish every prediction answered, with its model version, to the "
+        "stream's predictions topic (`stream.predictions_topic`).",
+    )
     ingress_replicas: PositiveInt = Field(1, description="Replicas of the HTTP ingress.")
     ingress_cpus: float = Field(0.1, ge=0, description="CPUs reserved per ingress replica.")
     model_replicas: PositiveInt = Field(1, description="Replicas of each model deployment.")

@@ -5,7 +5,7 @@ reads the online store, :mod:`.models` loads a model from the registry, :mod:`.s
 scores, caches and answers per symbol. A server holds one scorer per served model::
 
     store = online_store(settings)
-    model = load_served_model(settings.mlflow.uri, "sp500-mlp", "champion", spec_version)
+    model = load_served_model(settings.mlflow.uri, "sp500-mlp", "champion", {spec_version})
     scorer = OnlineScorer(store, model, max_age=timedelta(minutes=5))
     entries = scorer.lookup(["AAPL", "MSFT"])  # ScoreEntry or ErrorEntry per symbol
 

@@ -1,13 +1,21 @@
 """A model deployment's replica: one registry alias, loaded and kept current, scoring online.
 
 The replica checks its alias every ``serve.poll_s`` (and when told to, by canary control); a
-new version is loaded beside the one serving and only then swapped in, so no request fails
-during a swap. A version that does not load leaves the previous one serving, with the reason
-in :meth:`ModelServer.info` (and so in ``/healthz`` and ``/v1/models``) and the log.
+new version is loaded beside the one serving, scores the universe, and only then is swapped
+in, so no request fails or waits during a swap. A version that does not load, or was trained
+on a feature spec version the online store does not hold, leaves the previous one serving,
+with the reason in :meth:`ModelServer.info` (and so in ``/healthz`` and ``/v1/models``) and
+the log.
+
+Predictions are answered from the replica's last scoring of the universe. A follower thread
+rescores as soon as the online store appends a batch event (the stream consumers do for each
+micro-batch, ``materialize`` for each write) and at least every ``serve.refresh_s``; a request
+reads Redis only when the last scoring failed (Redis down: a 503 naming the reason).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -25,7 +33,7 @@ from ray_apps.serving.http import ServiceUnavailable
 from ray_apps.serving.models import ServedModel, load_served_model
 from ray_apps.serving.routing import CHAMPION
 from ray_apps.serving.schemas import ModelInfo
-from ray_apps.serving.scoring import Entry, OnlineScorer
+from ray_apps.serving.scoring import Entry, OnlineScorer, ScoredCrossSection
 from ray_apps.stores.online import OnlineStore, redis_client
 
 log = logging.getLogger("ray.serve")
@@ -57,14 +65,19 @@ class ModelServer:
             prefix=cfg.feature_key_prefix,
             pipeline_size=settings.redis.pipeline_size,
         )
+        self.refresh_s = cfg.refresh_s
         self.scorer: OnlineScorer | None = None
+        self.scored: ScoredCrossSection | None = None
         self.error: str | None = None
+        self.read_error: str | None = None
         self._refreshing = threading.Lock()
         self.refresh()
         if poll:
-            threading.Thread(
-                target=self._poll, args=(cfg.poll_s,), daemon=True, name=f"poll-{role}"
-            ).start()
+            for target, every_s, name in (
+                (self._poll, cfg.poll_s, f"poll-{role}"),
+                (self._follow, cfg.refresh_s, f"follow-{role}"),
+            ):
+                threading.Thread(target=target, args=(every_s,), daemon=True, name=name).start()
 
     def refresh(self) -> ModelInfo:
         """Loads the alias's version if it moved (the previous one serves until then)."""
@@ -87,6 +100,8 @@ class ModelServer:
                 self._no_alias()
             elif self.scorer is None or self.scorer.model.version != str(version):
                 self._load()
+            else:  # the alias is back on the version serving: an earlier refusal is over
+                self.error = None
             return self.info()
 
     def info(self, weight: float = 0.0) -> ModelInfo:
@@ -105,12 +120,12 @@ class ModelServer:
         )
 
     def predict(self, symbols: Sequence[str]) -> list[Entry]:
-        """Entries of the symbols at the online store's latest complete ``as_of``."""
+        """Entries of the symbols from the last scoring of the universe (module docstring)."""
         scorer = self._serving()
-        try:
-            return scorer.lookup(symbols)
-        except (UserError, redis.RedisError) as error:
-            raise ServiceUnavailable(f"online store: {error}") from None
+        scored = self.scored
+        if scored is None or scored.model_version != scorer.model.version or self.read_error:
+            scored = self._rescore(scorer)
+        return scored.lookup(symbols)
 
     def score_rows(self, rows: pd.DataFrame) -> tuple[str, pd.DataFrame]:
         """The served version and its ``symbol, ts, score`` of the given rows."""
@@ -138,18 +153,72 @@ class ModelServer:
             self.error = message
         log.info(self.error)
 
-    def _load(self) -> None:
+    def _rescore(self, scorer: OnlineScorer) -> ScoredCrossSection:
+        """Scores the universe now (a cache hit when ``as_of`` has not moved) and keeps it.
+
+        Raises:
+            ServiceUnavailable: the online store could not be read (its reason).
+        """
         try:
-            model: ServedModel = load_served_model(self.tracking_uri, self.name, self.alias)
+            scored = scorer.current()
+        except (UserError, redis.RedisError) as error:
+            self.read_error = f"online store: {error}"
+            raise ServiceUnavailable(self.read_error) from None
+        if scorer is self.scorer:  # not a version swapped out meanwhile
+            self.scored = scored
+            self.read_error = None
+        return scored
+
+    def _held_spec_versions(self) -> set[str]:
+        """The feature spec versions of the universe's latest vectors (empty: unknown)."""
+        try:
+            symbols = self.symbols or self.store.symbols()
+            return set(self.store.latest_times(symbols).column("spec_version").to_pylist())
+        except (UserError, redis.RedisError) as error:
+            log.warning("model %s@%s: spec versions not checked: %s", self.name, self.alias, error)
+            return set()
+
+    def _load(self) -> None:
+        kept = f"; version {self.scorer.model.version} keeps serving" if self.scorer else ""
+        try:
+            model: ServedModel = load_served_model(
+                self.tracking_uri, self.name, self.alias, self._held_spec_versions()
+            )
         except UserError as error:
-            kept = f"; version {self.scorer.model.version} keeps serving" if self.scorer else ""
             self.error = f"{error}{kept}"
             log.warning(self.error)
             return
         cache = self.scorer.cache if self.scorer else None
-        self.scorer = OnlineScorer(self.store, model, self.max_age, self.symbols, cache)
+        scorer = OnlineScorer(self.store, model, self.max_age, self.symbols, cache)
+        try:
+            scored = scorer.current()  # before the swap: requests never wait for it
+        except (UserError, redis.RedisError) as error:
+            scored = None
+            log.warning("model %s@%s: first scoring failed: %s", self.name, self.alias, error)
+        self.scorer, self.scored = scorer, scored
         self.error = None
         log.info("model %s@%s: serving version %s", self.name, self.alias, model.version)
+
+    def _follow(self, every_s: float) -> None:
+        """Rescores on each batch event of the online store, and every ``every_s`` without."""
+        after: str | None = None
+        while True:  # a daemon thread: it ends with the replica
+            try:
+                if after is None:
+                    after = self.store.last_event_id()
+                if self.scorer is not None:
+                    with contextlib.suppress(ServiceUnavailable):  # kept in read_error
+                        self._rescore(self.scorer)
+                events = self.store.wait_events(after, every_s)
+                if events:
+                    after = events[-1].id
+            except UserError as error:  # Redis down: requests report it; retry after a pause
+                self.read_error = f"online store: {error}"
+                after = None
+                time.sleep(every_s)
+            except Exception:  # the follower must outlive anything
+                log.exception("model %s@%s: rescoring failed", self.name, self.alias)
+                time.sleep(every_s)
 
     def _poll(self, every_s: float) -> None:
         while True:  # a daemon thread: it ends with the replica

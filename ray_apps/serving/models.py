@@ -6,6 +6,7 @@ the online store's features of that version) and its lookback (dates of history 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -51,7 +52,7 @@ class ServedModel:
 
 
 def load_served_model(
-    tracking_uri: str, name: str, alias: str, online_spec_version: str | None = None
+    tracking_uri: str, name: str, alias: str, online_spec_versions: Collection[str] = ()
 ) -> ServedModel:
     """Loads ``models:/NAME@ALIAS`` (the version it points at now) for serving.
 
@@ -59,13 +60,13 @@ def load_served_model(
         tracking_uri: the MLflow tracking server (its registry and artifacts).
         name: registered model name.
         alias: the alias to load.
-        online_spec_version: the feature spec version the online store holds; a model trained
-            on another one is refused (None: not checked).
+        online_spec_versions: the feature spec versions the online store holds; a model
+            trained on none of them is refused (empty: not checked).
 
     Raises:
         UserError: naming the model, the alias and the problem: no such model or alias, no
             feature spec version tag, a model that does not load or is not a ray-apps scoring
-            model, or a feature spec version other than the online store's.
+            model, or a feature spec version the online store does not hold.
     """
     where = f"model {name}@{alias}"
     client = MlflowClient(tracking_uri)
@@ -78,10 +79,11 @@ def load_served_model(
     spec_version = (version.tags or {}).get(FEATURE_SPEC_TAG)
     if not spec_version:
         raise UserError(f"{where}: version {version.version} has no {FEATURE_SPEC_TAG} tag")
-    if online_spec_version is not None and spec_version != online_spec_version:
+    if online_spec_versions and spec_version not in online_spec_versions:
+        held = ", ".join(repr(held) for held in sorted(online_spec_versions))
         raise UserError(
             f"{where}: version {version.version} was trained on feature spec version "
-            f"{spec_version!r}, the online store holds {online_spec_version!r}"
+            f"{spec_version!r}, the online store holds {held}"
         )
     mlflow.set_tracking_uri(tracking_uri)
     uri = f"models:/{name}/{version.version}"

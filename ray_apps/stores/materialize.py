@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+import pyarrow.compute as pc
 import ray
 from pydantic import BaseModel
 
@@ -77,7 +78,9 @@ def materialize_latest(
             spec_version=spec_version,
         )
     )
-    result = online.write(latest.select(["symbol", "ts", *columns]), spec_version)
+    vectors = latest.select(["symbol", "ts", *columns])
+    newest = pc.max(vectors.column("ts")).as_py() if vectors.num_rows else None
+    result = online.write(vectors, spec_version, event_as_of=newest)
     return MaterializeSummary(
         symbols=latest.num_rows, result=result, seconds=time.monotonic() - started
     )

@@ -117,9 +117,7 @@ class OfflineStore:
         self._bulk_insert("bars", table, {"optimize_on_insert": 0})
         return table.num_rows
 
-    def insert_quarantine(
-        self, rows: pa.Table | pd.DataFrame, ingest_id: str, source: str
-    ) -> int:
+    def insert_quarantine(self, rows: pa.Table | pd.DataFrame, ingest_id: str, source: str) -> int:
         """Keep rejected rows (``QUARANTINE_COLUMNS``) with their reasons; return the count."""
         frame = rows.to_pandas() if isinstance(rows, pa.Table) else rows
         if frame.empty:
@@ -270,9 +268,7 @@ class OfflineStore:
             f"INSERT INTO {self.db}.features_keyed ({copied}) "
             f"SELECT {copied} FROM {self.db}.features FINAL"
         )
-        self.client.command(
-            f"EXCHANGE TABLES {self.db}.features AND {self.db}.features_keyed"
-        )
+        self.client.command(f"EXCHANGE TABLES {self.db}.features AND {self.db}.features_keyed")
         self.client.command(f"DROP TABLE {self.db}.features_keyed")
 
     def _add_feature_columns(self, columns: list[str]) -> None:
@@ -301,9 +297,7 @@ class OfflineStore:
                     for f in frame.schema
                 ]
             )
-            self.client.insert_arrow(
-                f"{self.db}.{table}", frame.cast(plain), settings=settings
-            )
+            self.client.insert_arrow(f"{self.db}.{table}", frame.cast(plain), settings=settings)
         else:
             self.client.insert_df(f"{self.db}.{table}", frame)
 

@@ -214,13 +214,16 @@ class OnlineStore:
         self._read_windows = client.register_script(_READ_WINDOWS)
         self._script_loaded = False
 
-    def write(self, vectors: pa.Table, spec_version: str) -> WriteSummary:
+    def write(
+        self, vectors: pa.Table, spec_version: str, event_as_of: datetime | str | None = None
+    ) -> WriteSummary:
         """Stores the newest row of each symbol as its latest vector; windows are left alone.
 
         Rows not newer than the stored vector of their symbol are refused; when a batch holds
-        several rows of one symbol, the newest wins and the others count as stale.
+        several rows of one symbol, the newest wins and the others count as stale. With
+        ``event_as_of``, a batch event is appended as :meth:`write_batch` does.
         """
-        return self.write_batch(vectors, spec_version, window=0)
+        return self.write_batch(vectors, spec_version, window=0, event_as_of=event_as_of)
 
     def write_batch(
         self,
@@ -463,15 +466,30 @@ class OnlineStore:
             raise UserError(f"read events: after must be an event id like 1-0 ({error})") from None
         except redis.RedisError as error:
             raise UserError(f"redis: {error}") from error
-        return [
-            BatchEvent(
-                id=entry_id.decode(),
-                as_of=datetime.fromisoformat(fields[b"as_of"].decode()),
-                symbols=json.loads(fields[b"symbols"]),
-                spec_version=fields[b"spec_version"].decode(),
-            )
-            for entry_id, fields in entries
-        ]
+        return [_event(entry_id, fields) for entry_id, fields in entries]
+
+    def last_event_id(self) -> str:
+        """The id of the newest batch event (``0-0`` when there is none)."""
+        try:
+            newest = self.client.xrevrange(self.events_key, count=1)
+        except redis.RedisError as error:
+            raise UserError(f"redis: {error}") from error
+        return newest[0][0].decode() if newest else "0-0"
+
+    def wait_events(self, after: str, timeout_s: float, count: int = 100) -> list[BatchEvent]:
+        """Batch events after the id ``after``, waiting up to ``timeout_s`` for the first one.
+
+        Returns:
+            Up to ``count`` events, oldest first; none when the wait ran out.
+        """
+        block_ms = max(1, round(timeout_s * 1000))
+        try:
+            replies = self.client.xread({self.events_key: after}, count=count, block=block_ms)
+        except redis.ResponseError as error:
+            raise UserError(f"wait events: after must be an event id like 1-0 ({error})") from None
+        except redis.RedisError as error:
+            raise UserError(f"redis: {error}") from error
+        return [_event(entry_id, fields) for _, entries in replies for entry_id, fields in entries]
 
     def _event_fields(
         self, as_of: datetime | str | None, symbols: Sequence[str], spec_version: str
@@ -530,6 +548,16 @@ class OnlineStore:
             except redis.RedisError as error:
                 raise UserError(f"redis: {error}") from error
         raise AssertionError("unreachable")
+
+
+def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> BatchEvent:
+    """A batch event from its stream entry."""
+    return BatchEvent(
+        id=entry_id.decode(),
+        as_of=datetime.fromisoformat(fields[b"as_of"].decode()),
+        symbols=json.loads(fields[b"symbols"]),
+        spec_version=fields[b"spec_version"].decode(),
+    )
 
 
 def _vector(raw: dict[bytes, bytes]) -> dict[str, float | str]:

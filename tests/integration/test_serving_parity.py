@@ -116,7 +116,7 @@ def test_online_scores_equal_the_registered_pyfunc_offline(world, stack, kind):
     raw, store, client = world
     name = registered_model(client, raw, kind)
     served = load_served_model(
-        stack.settings.mlflow.uri, name, "champion", online_spec_version=SPEC_VERSION
+        stack.settings.mlflow.uri, name, "champion", online_spec_versions={SPEC_VERSION}
     )
     assert served.lookback == (LOOKBACK if kind in ("lstm", "transformer") else 1)
     assert served.feature_spec_version == SPEC_VERSION and served.alias == "champion"
@@ -172,8 +172,8 @@ def test_loading_refuses_a_missing_alias_another_spec_version_and_an_unloadable_
     with pytest.raises(
         UserError,
         match=rf"model {name}@champion: version 1 was trained on "
-        rf"feature spec version '{SPEC_VERSION}', the online store holds 'v2'",
+        rf"feature spec version '{SPEC_VERSION}', the online store holds 'v2', 'v3'",
     ):
-        load_served_model(uri, name, "champion", online_spec_version="v2")
+        load_served_model(uri, name, "champion", online_spec_versions={"v2", "v3"})
     with pytest.raises(UserError, match=rf"model {name}@champion: version 1 does not load"):
-        load_served_model(uri, name, "champion", online_spec_version=SPEC_VERSION)
+        load_served_model(uri, name, "champion", online_spec_versions={SPEC_VERSION})

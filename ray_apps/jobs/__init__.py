@@ -28,9 +28,7 @@ def run_job(
         run: runs the parsed job and returns its summary text.
         argv: the arguments (default: the command line).
     """
-    parser = argparse.ArgumentParser(
-        prog=f"python -m {module}", description=doc.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
 

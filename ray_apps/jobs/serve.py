@@ -13,6 +13,7 @@ from ray_apps._private.ray_cluster import connect_ray
 from ray_apps.config import Settings
 from ray_apps.jobs import run_job
 from ray_apps.serving.control import serve_down, serve_status, serve_up
+from ray_apps.streaming.topics import ensure_topics
 
 
 def add_serve_arguments(actions: argparse._SubParsersAction) -> None:
@@ -31,6 +32,8 @@ def run_action(args: argparse.Namespace, settings: Settings) -> str:
     """Run one ``serve`` action and return what to print."""
     connect_ray(settings)
     if args.action == "up":
+        if settings.serve.publish_predictions:
+            ensure_topics(settings)
         return serve_up(settings)
     if args.action == "down":
         return serve_down(settings)

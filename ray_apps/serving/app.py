@@ -26,6 +26,7 @@ from ray.serve.metrics import Counter, Histogram
 from ray_apps.config import Settings, load_settings
 from ray_apps.serving.http import Conflict, ServiceUnavailable, create_api
 from ray_apps.serving.model_server import ModelServer
+from ray_apps.serving.predictions import PredictionPublisher
 from ray_apps.serving.routing import CHALLENGER, CHAMPION, ChallengerGuard, route
 from ray_apps.serving.schemas import (
     FeaturesResponse,
@@ -121,6 +122,7 @@ class RegistryBackend:
             cfg.challenger_window, cfg.challenger_max_error_rate, cfg.challenger_max_latency_ms
         )
         self._rolling_back: asyncio.Task | None = None
+        self.publisher = PredictionPublisher(settings) if cfg.publish_predictions else None
         self.requests = Counter("ray_apps_predictions", "Prediction requests.", ("alias",))
         self.errors = Counter(
             "ray_apps_prediction_errors", "Failed prediction requests.", ("alias",)
@@ -166,6 +168,8 @@ class RegistryBackend:
                     self.score_sizes.observe(abs(score), tags)
                     if score > 0:
                         self.positive_scores.inc(1, tags)
+            if self.publisher:
+                self.publisher.online(self.aliases[role], entries)
             return PredictResponse(
                 alias=self.aliases[role], model_version=version, predictions=entries
             )
@@ -183,6 +187,8 @@ class RegistryBackend:
                     rows["symbol"], rows["ts"], scored["score"], strict=True
                 )
             ]
+            if self.publisher:
+                self.publisher.features(self.aliases[role], version, scores)
             return FeaturesResponse(alias=self.aliases[role], model_version=version, scores=scores)
 
         return await self._routed(call, client_key)

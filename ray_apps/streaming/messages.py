@@ -14,6 +14,14 @@ negative). Unknown fields are ignored, so producers may add fields without a new
     {"v": 1, "symbol": "AAPL", "interval": "1m", "ts": "2024-01-02T14:30:00Z",
      "open": 187.1, "high": 187.3, "low": 187.0, "close": 187.15, "volume": 12500}
 
+``predictions`` (written by serving when ``serve.publish_predictions`` is on; ``source``:
+``online`` for ``/v1/predict``, where ``ts`` is the scored ``as_of`` and ``rank`` the symbol's
+rank in the cross-section; ``features`` for ``/v1/predict/features``, rows the client sent)::
+
+    {"v": 1, "symbol": "AAPL", "ts": "2024-01-02T14:30:00Z", "score": 0.42, "rank": 3,
+     "model_name": "ray-apps-score", "model_version": "4", "alias": "champion",
+     "source": "online", "predicted_at": "2024-01-02T14:31:00.041Z"}
+
 A message that does not parse or breaks the schema goes to the input topic's dead-letter topic
 with its original key and payload, and headers naming the reason (one of :data:`REASONS`), a
 detail, and where it came from.
@@ -67,6 +75,23 @@ class BarMessage(BaseModel):
     low: Price
     close: Price
     volume: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class PredictionMessage(BaseModel):
+    """One answered score on the ``predictions`` topic."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: Literal[1] = SCHEMA_VERSION
+    symbol: Symbol
+    ts: AwareDatetime
+    score: Annotated[float, Field(allow_inf_nan=False)]
+    rank: int | None = None
+    model_name: str
+    model_version: str
+    alias: str
+    source: Literal["online", "features"]
+    predicted_at: AwareDatetime
 
 
 MessageKind = Literal["ticks", "bars"]

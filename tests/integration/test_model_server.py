@@ -1,5 +1,6 @@
 """A model replica outside Serve, against the stack's Redis and MLflow: it rescores when the
-online store says features changed, and refuses a version trained on a spec the store lacks."""
+online store says features changed, refuses a version trained on a spec the store lacks, and
+its answers published to the predictions topic arrive there as answered."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ import uuid
 
 import pyarrow as pa
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from mlflow.tracking import MlflowClient
 
 from ray_apps.config import Settings
 from ray_apps.serving.model_server import ModelServer
 from ray_apps.serving.models import load_served_model
+from ray_apps.serving.predictions import PredictionPublisher
 from ray_apps.serving.routing import CHAMPION
-from ray_apps.serving.scoring import OnlineScorer
+from ray_apps.serving.scoring import OnlineScorer, ScoreEntry
 from ray_apps.stores.online import OnlineStore, redis_client
+from ray_apps.streaming.messages import PredictionMessage
+from ray_apps.streaming.topics import ensure_topics
 from tests.integration.test_serve import register_version
 from tests.integration.test_serving_parity import (
     DATES,
@@ -94,3 +99,41 @@ def test_a_version_trained_on_a_spec_the_store_lacks_is_refused_and_the_old_one_
     finally:
         client.set_registered_model_alias(name, CHAMPION, served["first"])
     assert server.refresh().error is None
+
+
+def test_published_predictions_are_the_answered_scores_with_their_version(served, stack):
+    server = served["server"]
+    settings = Settings(**(stack.overrides | {"serve": {"model_name": server.name}}))
+    ensure_topics(settings)
+    publisher = PredictionPublisher(settings)
+    entries = server.predict([*SYMBOLS, "NOPE"])
+    publisher.online("champion", entries)
+    assert publisher.flush() == 0 and publisher.failed == 0
+
+    scored = {e.symbol: e for e in entries if isinstance(e, ScoreEntry)}
+    assert publisher.published == len(scored) and len(scored) < len(entries)
+    consumer = Consumer({"bootstrap.servers": settings.kafka.servers, "group.id": uuid.uuid4().hex})
+    topic = settings.stream.predictions_topic
+    consumer.assign(
+        [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.stream.partitions)]
+    )
+    got: dict[str, PredictionMessage] = {}
+    try:
+        while len(got) < len(scored):  # the test's timeout guards a message that never comes
+            message = consumer.poll(1.0)
+            if message is None or message.error():
+                continue
+            published = PredictionMessage.model_validate_json(message.value())
+            if published.model_name == server.name:
+                assert message.key().decode() == published.symbol
+                got[published.symbol] = published
+    finally:
+        consumer.close()
+    for symbol, entry in scored.items():
+        message = got[symbol]
+        assert (message.score, message.rank, message.ts) == (entry.score, entry.rank, entry.as_of)
+        assert (message.model_version, message.alias, message.source) == (
+            served["first"],
+            "champion",
+            "online",
+        )

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end on the local defaults: install, start the stack, ingest the real data
 # shipped in packages, query it back, compute features into the store with Ray Data, run a sweep
-# on the stored features that registers a model, and print where each service and UI is.
+# on the stored features that registers a model, stream synthetic bars into the online store,
+# serve the model on Ray Serve, and print where each service and UI is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./cluster/setup.sh
@@ -39,12 +40,21 @@ for _ in $(seq 60); do  # the consumer works on after the replay ends
 done
 ray-apps stream status
 ray-apps features online SYN0001
+echo
+echo "== serving: Ray Serve answers from the stream's features; the sweep's @challenger is promoted to @champion"
+ray-apps serve up
+key=$(python3 -c 'import json; print(json.load(open(".ray-apps/secrets.json"))["serve_admin_key"])')
+curl -sS -X POST localhost:8000/v1/promote -H "Authorization: Bearer $key"; echo
+curl -sS localhost:8000/healthz; echo
+curl -sS localhost:8000/v1/predict -H 'Content-Type: application/json' \
+  -d '{"symbols": ["SYN0001", "SYN0002", "NOPE"]}'; echo
 cat <<MSG
 
 The stack keeps running. Where things are:
   Ray dashboard   $(ray-apps stack env | sed -n 's/^export RAY_ADDRESS=//p')  (token: .ray-apps/ray_auth_token)
   MLflow UI       http://127.0.0.1:5000
-  status          ray-apps stack status; ray-apps stream status
+  serving         http://127.0.0.1:8000/docs  (admin key: .ray-apps/secrets.json)
+  status          ray-apps stack status; ray-apps stream status; ray-apps serve status
   submit a job    eval "\$(ray-apps stack env)"; ray job submit -- python -m ray_apps.jobs.ingest --source synthetic:50:2000
   stop            ray-apps stack down   (data stays in .ray-apps/)
 MSG

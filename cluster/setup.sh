@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ray-apps needs on a Debian 12 machine, once: Python 3.11 with venv (a fresh
 # Debian 12 has no python3, and its python3 cannot create a venv without python3-venv), CA
-# certificates (pip over HTTPS), Java 17 (RayDP), redis-server, and a virtual environment at
+# certificates (pip over HTTPS), Java 17 (RayDP), redis-server, curl, and a virtual environment at
 # .venv with the package and its pinned dependencies. Safe to run again: it only installs what
 # is missing or what pyproject.toml changed. (The stack finds processes with psutil: no ps/ss.)
 set -euo pipefail
@@ -18,6 +18,7 @@ elif ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
 fi
 [ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v curl >/dev/null || missing+=(curl)  # the README's and quick start's HTTP calls
 { java -version 2>&1 || true; } | grep -q 'version "17' || missing+=(openjdk-17-jre-headless)
 if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"

@@ -214,7 +214,11 @@ class ServeSettings(_Section):
     host: str = Field(LOOPBACK, description="Address Serve's HTTP proxy listens on.")
     port: Port = Field(8000, description="Port of Serve's HTTP proxy.")
     app_name: str = Field("ray-apps", description="Serve application name.")
-    model_name: str = Field("ray-apps-score", description="Registered model that is served.")
+    model_name: str = Field(
+        "sp500-ridge",
+        description="Registered model that is served (the quick start's sweep registers "
+        "sp500-ridge).",
+    )
     champion_alias: str = Field("champion", description="Registry alias of the served model.")
     challenger_alias: str = Field("challenger", description="Registry alias of the canary.")
     challenger_weight: float = Field(

@@ -19,7 +19,7 @@ negative). Unknown fields are ignored, so producers may add fields without a new
 rank in the cross-section; ``features`` for ``/v1/predict/features``, rows the client sent)::
 
     {"v": 1, "symbol": "AAPL", "ts": "2024-01-02T14:30:00Z", "score": 0.42, "rank": 3,
-     "model_name": "ray-apps-score", "model_version": "4", "alias": "champion",
+     "model_name": "sp500-ridge", "model_version": "4", "alias": "champion",
      "source": "online", "predicted_at": "2024-01-02T14:31:00.041Z"}
 
 A message that does not parse or breaks the schema goes to the input topic's dead-letter topic

@@ -5,8 +5,9 @@ symbols x ``--bars`` daily bars of three features to Redis, registers a ridge mo
 champion, starts the app with ``serve_up``, and runs closed-loop load (each of C clients sends
 its next request when the last one answered) against ``POST /v1/predict`` with 1 symbol and
 with all symbols, at each concurrency of ``--concurrency``, ``--requests`` requests each.
-Then the baseline: the same HTTP API (``create_api``) over an ``OnlineScorer`` in one uvicorn
-process, no Serve, under the same load. Prints throughput, p50/p95/p99 ms and errors.
+Then the baseline: the same HTTP API (``create_api``) over the champion deployment's class
+(``ModelServer``) in one uvicorn process, no Serve, under the same load. Prints throughput,
+p50/p95/p99 ms and errors.
 
     python bench/serve.py [--symbols 500] [--requests 400] [--concurrency 1 8 32 64]
 
@@ -146,25 +147,25 @@ def load(url: str, symbols: list[str], concurrency: Sequence[int], total: int) -
 
 
 def bare_server(port: int) -> None:
-    """The baseline process: ``create_api`` over one in-process ``OnlineScorer``."""
+    """The baseline process: ``create_api`` over one in-process ``ModelServer``.
+
+    The champion deployment's own class: it answers from its last scoring of the universe and
+    rescores on the online store's events, as a Serve replica does.
+    """
     import uvicorn
 
     from ray_apps.serving.http import create_api
-    from ray_apps.serving.models import load_served_model
+    from ray_apps.serving.model_server import ModelServer
+    from ray_apps.serving.routing import CHAMPION
     from ray_apps.serving.schemas import PredictResponse
-    from ray_apps.serving.scoring import OnlineScorer
-    from ray_apps.stores.online import OnlineStore, redis_client
 
-    settings = load_settings()
-    model = load_served_model(settings.mlflow.uri, MODEL, "champion")
-    scorer = OnlineScorer(OnlineStore(redis_client(settings), prefix=PREFIX), model)
+    server = ModelServer(load_settings(), CHAMPION)
 
     class Bare:
         async def predict(self, symbols, client_key):
-            entries = await asyncio.to_thread(scorer.lookup, symbols)
-            return PredictResponse(
-                alias="champion", model_version=model.version, predictions=entries
-            )
+            entries = await asyncio.to_thread(server.predict, symbols)
+            version = server.scorer.model.version
+            return PredictResponse(alias="champion", model_version=version, predictions=entries)
 
     uvicorn.run(create_api(Bare(), None), host="127.0.0.1", port=port, log_level="warning")
 

@@ -280,6 +280,16 @@ class ServeSettings(_Section):
     ingress_cpus: float = Field(0.1, ge=0, description="CPUs reserved per ingress replica.")
     model_replicas: PositiveInt = Field(1, description="Replicas of each model deployment.")
     model_cpus: float = Field(0.25, ge=0, description="CPUs reserved per model replica.")
+    model_max_replicas: PositiveInt | None = Field(
+        None,
+        description="Autoscale each model deployment between model_replicas and this many "
+        "replicas on its ongoing requests (unset: a fixed model_replicas).",
+    )
+    target_ongoing_requests: float = Field(
+        2.0,
+        gt=0,
+        description="With autoscaling, the ongoing requests per model replica Serve aims at.",
+    )
     max_ongoing_requests: PositiveInt = Field(
         64, description="Requests one replica handles at once before Serve queues them."
     )
@@ -297,6 +307,15 @@ class ServeSettings(_Section):
         default_factory=list,
         description="Bearer keys accepted by the prediction endpoints (empty: no key needed).",
     )
+
+    @model_validator(mode="after")
+    def _replica_range(self) -> ServeSettings:
+        if self.model_max_replicas is not None and self.model_max_replicas < self.model_replicas:
+            raise ValueError(
+                f"model_max_replicas ({self.model_max_replicas}) is below model_replicas "
+                f"({self.model_replicas})"
+            )
+        return self
 
 
 class Settings(BaseSettings):

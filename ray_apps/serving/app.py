@@ -57,12 +57,22 @@ def build_application(settings: Settings) -> serve.Application:
     """The ingress bound to a champion and a challenger deployment, sized by ``settings.serve``."""
     cfg = settings.serve
     logging_config = {"enable_access_log": cfg.access_log}
+    if cfg.model_max_replicas is None:
+        scale: dict[str, Any] = {"num_replicas": cfg.model_replicas}
+    else:
+        scale = {
+            "autoscaling_config": {
+                "min_replicas": cfg.model_replicas,
+                "max_replicas": cfg.model_max_replicas,
+                "target_ongoing_requests": cfg.target_ongoing_requests,
+            }
+        }
     model = serve.deployment(ModelServer).options(
         logging_config=logging_config,
-        num_replicas=cfg.model_replicas,
         ray_actor_options={"num_cpus": cfg.model_cpus},
         max_ongoing_requests=cfg.max_ongoing_requests,
         health_check_period_s=5,
+        **scale,
     )
     champion = model.options(name="champion").bind(settings, CHAMPION)
     challenger = model.options(name="challenger").bind(settings, CHALLENGER)

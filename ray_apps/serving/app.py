@@ -25,7 +25,7 @@ from ray.serve.metrics import Counter, Histogram
 
 from ray_apps.config import Settings, load_settings
 from ray_apps.serving.http import Conflict, ServiceUnavailable, create_api
-from ray_apps.serving.model_server import ModelServer
+from ray_apps.serving.model_server import ModelServer, Scoring
 from ray_apps.serving.predictions import PredictionPublisher
 from ray_apps.serving.routing import CHALLENGER, CHAMPION, ChallengerGuard, route
 from ray_apps.serving.schemas import (
@@ -39,6 +39,8 @@ from ray_apps.serving.schemas import (
 log = logging.getLogger("ray.serve")
 
 T = TypeVar("T")
+_LONG_POLL_S = 10.0
+"""Longest wait of one :meth:`RegistryBackend.mirror` call for a new scoring."""
 WEIGHT_TAG = "ray_apps.challenger_weight"
 """Registered model tag holding the challenger's weight (set by ``/v1/canary``)."""
 
@@ -100,7 +102,10 @@ class Ingress:
     ) -> None:
         self.settings = settings
         self.backend = RegistryBackend(settings, champion, challenger)
-        self._watch = asyncio.create_task(self.backend.watch())
+        self._tasks = [
+            asyncio.create_task(self.backend.watch()),
+            *(asyncio.create_task(self.backend.mirror(role)) for role in (CHAMPION, CHALLENGER)),
+        ]
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         cfg = self.settings.serve
@@ -111,7 +116,10 @@ class RegistryBackend:
     """Answers the endpoints from the two model deployments; canary state in the registry.
 
     The challenger's weight is a tag of the registered model, so every ingress replica (and a
-    restarted one) reads the same; the aliases are the registry's.
+    restarted one) reads the same; the aliases are the registry's. Predictions are answered
+    from a copy of each deployment's scoring, kept by a long poll (:meth:`mirror`), so a
+    request costs no call to a model replica; without a usable copy (none yet, the replica's
+    last read of the online store failed, the replica died) the replica answers.
     """
 
     def __init__(
@@ -124,6 +132,7 @@ class RegistryBackend:
         self.poll_s = cfg.poll_s
         self.registry = MlflowClient(settings.mlflow.uri)
         self.handles = {CHAMPION: champion, CHALLENGER: challenger}
+        self.copies: dict[str, Scoring] = {}
         self.weight = 0.0
         self.challenger_version: str | None = None
         self._control = asyncio.Lock()
@@ -165,11 +174,30 @@ class RegistryBackend:
                 log.exception("canary state refresh failed")
             await asyncio.sleep(self.poll_s)
 
+    async def mirror(self, role: str) -> None:
+        """Keeps ``copies[role]`` equal to the deployment's scoring (a long poll per change)."""
+        while True:
+            held = self.copies.get(role)
+            try:
+                scoring = await self.handles[role].scoring_after.remote(
+                    held.key if held else None, _LONG_POLL_S
+                )
+            except Exception as error:  # a dead or restarting replica: its replacement answers
+                self.copies.pop(role, None)
+                log.warning("%s scoring copy: %s", role, _first_line(_cause(error)))
+                await asyncio.sleep(1.0)
+                continue
+            self.copies[role] = scoring
+
     async def predict(self, symbols: Sequence[str], client_key: str | None) -> PredictResponse:
         """Entries of the symbols from the routed model (the champion if the challenger fails)."""
 
         async def call(role: str) -> PredictResponse:
-            entries = await self.handles[role].predict.remote(list(symbols))
+            copy = self.copies.get(role)
+            if copy is not None and copy.scored is not None and copy.read_error is None:
+                entries = copy.scored.lookup(symbols)
+            else:
+                entries = await self.handles[role].predict.remote(list(symbols))
             version = entries[0].model_version if entries else ""
             tags = {"alias": self.aliases[role], "version": version}
             for entry in entries:
@@ -324,6 +352,11 @@ class RegistryBackend:
         with contextlib.suppress(MlflowException):  # no challenger alias: nothing to remove
             self.registry.delete_registered_model_alias(self.name, self.aliases[CHALLENGER])
         await self.handles[CHALLENGER].refresh.remote()
+        await self._copy(CHALLENGER)
+
+    async def _copy(self, role: str) -> None:
+        """Copies the deployment's scoring now (after a control call changed it)."""
+        self.copies[role] = await self.handles[role].scoring_after.remote(None, 0)
 
     async def _sync(self) -> None:
         async with self._control:  # not in the middle of a canary call
@@ -357,6 +390,7 @@ class RegistryBackend:
             self._restore(role, previous)
             await self.handles[role].refresh.remote()
             raise Conflict(info.error or failed)
+        await self._copy(role)
 
     def _restore(self, role: str, version: str | None) -> None:
         if version is None:

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pandas as pd
@@ -39,6 +40,31 @@ from ray_apps.stores.online import OnlineStore, redis_client
 log = logging.getLogger("ray.serve")
 _MISSING = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
 """MLflow error codes of a missing registered model or alias."""
+
+
+ScoringKey = tuple[str | None, pd.Timestamp | None, pd.Timestamp | None, str | None]
+"""(model version, as_of, newest, read error): equal for equal scorings on every replica."""
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """What a replica answers predictions from, for the ingress to answer from a copy.
+
+    Attributes:
+        scored: the last scoring of the universe (None: nothing scored yet, or no model).
+        read_error: why the last read of the online store failed (None: it did not).
+    """
+
+    scored: ScoredCrossSection | None
+    read_error: str | None
+
+    @property
+    def key(self) -> ScoringKey:
+        """What tells two scorings apart, on one replica or across replicas."""
+        scored = self.scored
+        if scored is None:
+            return (None, None, None, self.read_error)
+        return (scored.model_version, scored.as_of, scored.newest, self.read_error)
 
 
 class ModelServer:
@@ -70,6 +96,7 @@ class ModelServer:
         self.scored: ScoredCrossSection | None = None
         self.error: str | None = None
         self.read_error: str | None = None
+        self._changed = threading.Condition()
         self._refreshing = threading.Lock()
         self.refresh()
         if poll:
@@ -132,6 +159,20 @@ class ModelServer:
         model = self._serving().model
         return model.version, model.scorer.score(rows)
 
+    def scoring_after(self, key: ScoringKey | None, timeout_s: float) -> Scoring:
+        """The replica's scoring once its key is not ``key`` (a long poll).
+
+        Args:
+            key: the key of the scoring the caller holds (None: answer at once).
+            timeout_s: the longest wait; then the current (unchanged) scoring is returned.
+        """
+        with self._changed:
+            self._changed.wait_for(lambda: self._scoring().key != key, timeout_s)
+            return self._scoring()
+
+    def _scoring(self) -> Scoring:
+        return Scoring(self.scored, self.read_error)
+
     def ping(self) -> bool:
         """Whether Redis answers."""
         return bool(self.store.client.ping())
@@ -150,6 +191,7 @@ class ModelServer:
             self.error = message + f"; version {self.scorer.model.version} keeps serving"
         else:
             self.scorer = None  # a cleared challenger stops serving
+            self._keep(None, self.read_error)
             self.error = message
         log.info(self.error)
 
@@ -162,12 +204,17 @@ class ModelServer:
         try:
             scored = scorer.current()
         except (UserError, redis.RedisError) as error:
-            self.read_error = f"online store: {error}"
-            raise ServiceUnavailable(self.read_error) from None
+            self._keep(self.scored, f"online store: {error}")
+            raise ServiceUnavailable(f"online store: {error}") from None
         if scorer is self.scorer:  # not a version swapped out meanwhile
-            self.scored = scored
-            self.read_error = None
+            self._keep(scored, None)
         return scored
+
+    def _keep(self, scored: ScoredCrossSection | None, read_error: str | None) -> None:
+        """Replaces the scoring answered from, and wakes the long polls."""
+        with self._changed:
+            self.scored, self.read_error = scored, read_error
+            self._changed.notify_all()
 
     def _held_spec_versions(self) -> set[str]:
         """The feature spec versions of the universe's latest vectors (empty: unknown)."""
@@ -191,11 +238,12 @@ class ModelServer:
         cache = self.scorer.cache if self.scorer else None
         scorer = OnlineScorer(self.store, model, self.max_age, self.symbols, cache)
         try:
-            scored = scorer.current()  # before the swap: requests never wait for it
+            scored, read_error = scorer.current(), None  # before the swap: no request waits
         except (UserError, redis.RedisError) as error:
-            scored = None
+            scored, read_error = None, f"online store: {error}"
             log.warning("model %s@%s: first scoring failed: %s", self.name, self.alias, error)
-        self.scorer, self.scored = scorer, scored
+        self.scorer = scorer
+        self._keep(scored, read_error)
         self.error = None
         log.info("model %s@%s: serving version %s", self.name, self.alias, model.version)
 
@@ -213,7 +261,7 @@ class ModelServer:
                 if events:
                     after = events[-1].id
             except UserError as error:  # Redis down: requests report it; retry after a pause
-                self.read_error = f"online store: {error}"
+                self._keep(self.scored, f"online store: {error}")
                 after = None
                 time.sleep(every_s)
             except Exception:  # the follower must outlive anything

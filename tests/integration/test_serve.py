@@ -56,10 +56,13 @@ def register_version(
     alpha: float,
     alias: str | None,
     spec_version: str = SPEC_VERSION,
+    features: tuple[str, ...] = tuple(FEATURES),
 ) -> str:
-    """Trains a ridge model and registers it as a new version of ``name``."""
-    model = build_model("ridge", {"alpha": alpha}, tuple(FEATURES))
-    panel = training_panel(raw)
+    """Trains a ridge model on ``features`` (the module's, renamed in order) and registers it
+    as a new version of ``name``."""
+    raw = raw.rename(columns=dict(zip(FEATURES, features, strict=True)))
+    model = build_model("ridge", {"alpha": alpha}, features)
+    panel = training_panel(raw, features)
     model.fit(panel, np.arange(len(panel.dates) - 3))
     experiment = client.get_experiment_by_name("it-serve")
     experiment_id = experiment.experiment_id if experiment else client.create_experiment("it-serve")
@@ -300,12 +303,27 @@ def test_promote_and_rollback_under_traffic_fail_no_request(app):
     assert post(app, "/v1/promote", key=ADMIN).status_code == 409
 
 
+def test_a_version_of_another_feature_spec_is_refused_as_challenger(app):
+    other = register_version(
+        app["client"], app["raw"], app["name"], 5.0, None, spec_version="it-serve-other-spec"
+    )
+    canary = post(app, "/v1/canary", {"version": other, "weight": 1.0}, key=ADMIN)
+    assert canary.status_code == 409
+    assert canary.json()["detail"].startswith(
+        f"model {app['name']}@challenger: version {other} was trained on feature spec version "
+        f"'it-serve-other-spec', the online store holds '{SPEC_VERSION}'"
+    ), canary.text
+    models = requests.get(app["url"] + "/v1/models", timeout=TIMEOUT).json()
+    assert models["challenger"] is None
+    assert "challenger" not in app["client"].get_registered_model(app["name"]).aliases
+
+
 def test_a_failing_challenger_is_rolled_back_and_its_requests_answered_by_the_champion(app):
-    """A version trained on features the store does not hold fails every request: the
+    """A version reading a feature column the store does not hold fails every request: the
     champion answers them, and after a window of 10 the challenger is rolled back."""
     champion = requests.get(app["url"] + "/v1/models", timeout=TIMEOUT).json()["champion"]
     broken = register_version(
-        app["client"], app["raw"], app["name"], 5.0, None, spec_version="it-serve-other-spec"
+        app["client"], app["raw"], app["name"], 5.0, None, features=("f1", "f2", "g3")
     )
     canary = post(app, "/v1/canary", {"version": broken, "weight": 1.0}, key=ADMIN)
     assert canary.status_code == 200 and canary.json()["challenger"]["version"] == broken

@@ -5,6 +5,7 @@ what the registered pyfunc gives offline on the same feature rows."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 
 import mlflow.pyfunc
@@ -66,14 +67,15 @@ def raw_features() -> pd.DataFrame:
     return frame[~missing & ~stopped].reset_index(drop=True)
 
 
-def training_panel(raw: pd.DataFrame) -> Panel:
+def training_panel(raw: pd.DataFrame, features: Sequence[str] = FEATURES) -> Panel:
     """The features ranked per date, a target that depends on them, sectors for GAT."""
-    rows = raw.dropna(subset=FEATURES)
-    rows = cross_section(rows, FEATURES, "rank", 5)
+    features = list(features)
+    rows = raw.dropna(subset=features)
+    rows = cross_section(rows, features, "rank", 5)
     noise = np.random.default_rng(5).normal(scale=0.1, size=len(rows))
-    rows = rows.assign(target=rows["f1"] - 0.5 * rows["f3"] + noise, ret=noise)
+    rows = rows.assign(target=rows[features[0]] - 0.5 * rows[features[2]] + noise, ret=noise)
     sectors = {s: f"sector{i % 4}" for i, s in enumerate(SYMBOLS)}
-    return Panel.from_frame(rows, FEATURES, "target", "ret", groups={"sector": sectors})
+    return Panel.from_frame(rows, features, "target", "ret", groups={"sector": sectors})
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import uuid
 
 import pyarrow as pa
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from mlflow.tracking import MlflowClient
 
 from ray_apps.config import Settings
@@ -19,9 +18,8 @@ from ray_apps.serving.predictions import PredictionPublisher
 from ray_apps.serving.routing import CHAMPION
 from ray_apps.serving.scoring import OnlineScorer, ScoreEntry
 from ray_apps.stores.online import OnlineStore, redis_client
-from ray_apps.streaming.messages import PredictionMessage
 from ray_apps.streaming.topics import ensure_topics
-from tests.integration.test_serve import register_version
+from tests.integration.test_serve import published, register_version
 from tests.integration.test_serving_parity import (
     DATES,
     MAX_AGE,
@@ -112,23 +110,7 @@ def test_published_predictions_are_the_answered_scores_with_their_version(served
 
     scored = {e.symbol: e for e in entries if isinstance(e, ScoreEntry)}
     assert publisher.published == len(scored) and len(scored) < len(entries)
-    consumer = Consumer({"bootstrap.servers": settings.kafka.servers, "group.id": uuid.uuid4().hex})
-    topic = settings.stream.predictions_topic
-    consumer.assign(
-        [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.stream.partitions)]
-    )
-    got: dict[str, PredictionMessage] = {}
-    try:
-        while len(got) < len(scored):  # the test's timeout guards a message that never comes
-            message = consumer.poll(1.0)
-            if message is None or message.error():
-                continue
-            published = PredictionMessage.model_validate_json(message.value())
-            if published.model_name == server.name:
-                assert message.key().decode() == published.symbol
-                got[published.symbol] = published
-    finally:
-        consumer.close()
+    got = published(settings, server.name, len(scored))
     for symbol, entry in scored.items():
         message = got[symbol]
         assert (message.score, message.rank, message.ts) == (entry.score, entry.rank, entry.as_of)

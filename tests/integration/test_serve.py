@@ -22,15 +22,18 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import requests
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from mlflow.tracking import MlflowClient
 
 from ray_apps._private import processes
+from ray_apps.config import Settings
 from ray_apps.models.catalog import build_model
 from ray_apps.models.pyfunc import ScorePyfunc, model_input
 from ray_apps.serving.models import load_served_model
-from ray_apps.serving.scoring import OnlineScorer
+from ray_apps.serving.scoring import OnlineScorer, ScoreEntry
 from ray_apps.stack.manager import PIDS_FILE
 from ray_apps.stores.online import OnlineStore, redis_client
+from ray_apps.streaming.messages import PredictionMessage
 from ray_apps.training.registry import register
 from tests.integration.conftest import BIN, ROOT
 from tests.integration.test_serving_parity import (
@@ -81,6 +84,29 @@ def register_version(
     return version
 
 
+def published(settings: Settings, model_name: str, count: int, since=None) -> dict:
+    """The newest prediction message per symbol of ``model_name`` on the predictions topic
+    (scored at ``since`` or later), read from the start until ``count`` symbols have one."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka.servers, "group.id": uuid.uuid4().hex})
+    topic = settings.stream.predictions_topic
+    consumer.assign(
+        [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.stream.partitions)]
+    )
+    got: dict[str, PredictionMessage] = {}
+    try:
+        while len(got) < count:  # the test's timeout guards a message that never comes
+            message = consumer.poll(1.0)
+            if message is None or message.error():
+                continue
+            prediction = PredictionMessage.model_validate_json(message.value())
+            if prediction.model_name == model_name and (since is None or prediction.ts >= since):
+                assert message.key().decode() == prediction.symbol
+                got[prediction.symbol] = prediction
+    finally:
+        consumer.close()
+    return got
+
+
 @pytest.fixture(scope="module")
 def app(stack):
     """The app serving version 1 of a fresh model; version 2 registered beside it."""
@@ -105,6 +131,7 @@ def app(stack):
         "RAY_APPS_SERVE__CHALLENGER_WEIGHT": "0",
         "RAY_APPS_SERVE__CHALLENGER_WINDOW": "10",
         "RAY_APPS_SERVE__MAX_FEATURE_AGE_S": str(MAX_AGE.total_seconds()),
+        "RAY_APPS_SERVE__PUBLISH_PREDICTIONS": "true",
     }
     up = stack.cli("serve", "up", env=env)
     assert up.returncode == 0, up.stdout + up.stderr
@@ -333,6 +360,39 @@ def test_a_failing_challenger_is_rolled_back_and_its_requests_answered_by_the_ch
     while requests.get(app["url"] + "/v1/models", timeout=TIMEOUT).json()["challenger"]:
         time.sleep(0.2)  # the rollback runs beside the request that tripped it
     assert "challenger" not in app["client"].get_registered_model(app["name"]).aliases
+
+
+def test_new_features_with_a_batch_event_reach_predictions_without_a_restart(app, stack):
+    """The stream's way: a micro-batch plus its event; the app answers at the new as_of."""
+    raw = app["raw"]
+    new_date = DATES[-1] + pd.Timedelta(days=1)
+    fresh = raw[raw["ts"] == DATES[-3]].assign(ts=new_date)  # every symbol but the stale one
+    app["store"].write_batch(
+        pa.Table.from_pandas(fresh, preserve_index=False),
+        SPEC_VERSION,
+        window=WINDOW,
+        event_as_of=new_date,
+    )
+    asked = {"symbols": SYMBOLS}
+    while (body := post(app, "/v1/predict", asked).json())["predictions"][0]["as_of"] != (
+        new_date.isoformat().replace("+00:00", "Z")
+    ):
+        time.sleep(0.1)  # the test's timeout guards an update that never comes
+    served = load_served_model(stack.settings.mlflow.uri, app["name"], "champion")
+    expected = OnlineScorer(app["store"], served, max_age=MAX_AGE).lookup(SYMBOLS)
+    assert body["model_version"] == served.version
+    assert body["predictions"] == [json.loads(e.model_dump_json()) for e in expected]
+
+    scored = [e for e in expected if isinstance(e, ScoreEntry)]
+    messages = published(stack.settings, app["name"], len(scored), since=new_date)
+    for entry in scored:  # serve.publish_predictions is on in this module
+        message = messages[entry.symbol]
+        assert (message.score, message.rank, message.model_version, message.source) == (
+            entry.score,
+            entry.rank,
+            served.version,
+            "online",
+        )
 
 
 def test_redis_down_is_503_with_the_reason_and_recovers(app, stack):

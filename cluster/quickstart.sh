@@ -15,7 +15,7 @@ for source in arch:sp500 arch:nasdaq sp500-panel btc-15m; do
 done
 echo
 echo "== symbols in the offline store (first 10)"
-ray-apps data symbols | head -11
+ray-apps data symbols | sed -n 1,11p  # reads to the end: `head` would end ray-apps with SIGPIPE, failing the script (pipefail)
 echo
 echo "== AAPL, first week of 2010"
 ray-apps data show AAPL --start 2010-01-04 --end 2010-01-09

@@ -13,8 +13,13 @@ from ray_apps.config import Settings
 from ray_apps.errors import UserError
 
 
-def connect_ray(settings: Settings) -> None:
+def connect_ray(settings: Settings, log_to_driver: bool = True) -> None:
     """Connect this process to the cluster (no-op when already connected, e.g. inside a job).
+
+    Args:
+        settings: the platform settings.
+        log_to_driver: print the logs of this driver's tasks and actors (and, for Serve, of
+            every replica) here.
 
     Raises:
         UserError: the head is not reachable or refuses the token.
@@ -48,7 +53,7 @@ def connect_ray(settings: Settings) -> None:
         ray.init(
             address=address,
             namespace=settings.ray.namespace,
-            log_to_driver=True,
+            log_to_driver=log_to_driver,
             logging_level="WARNING",
         )
     except (ray.exceptions.AuthenticationError, ConnectionError) as exc:

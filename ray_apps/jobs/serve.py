@@ -30,7 +30,7 @@ def add_serve_arguments(actions: argparse._SubParsersAction) -> None:
 
 def run_action(args: argparse.Namespace, settings: Settings) -> str:
     """Run one ``serve`` action and return what to print."""
-    connect_ray(settings)
+    connect_ray(settings, log_to_driver=False)  # replica logs: the dashboard's Serve tab
     if args.action == "up":
         if settings.serve.publish_predictions:
             ensure_topics(settings)

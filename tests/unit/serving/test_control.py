@@ -17,7 +17,7 @@ def test_the_admin_key_is_generated_once_beside_the_other_secrets(tmp_path):
     again = Settings(state_dir=tmp_path)  # a later process reads the same key
     assert again.serve.admin_key.get_secret_value() == key
     assert again.redis.password.get_secret_value() == "r"
-    ensure_admin_key(again)
+    assert ensure_admin_key(again) == where  # the next `serve up` names the file again
     assert json.loads(path.read_text())["serve_admin_key"] == key
 
 

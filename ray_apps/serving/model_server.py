@@ -188,12 +188,13 @@ class ModelServer:
     def _no_alias(self) -> None:
         message = f"model {self.name}@{self.alias}: no such registered model or alias"
         if self.role == CHAMPION and self.scorer is not None:
-            self.error = message + f"; version {self.scorer.model.version} keeps serving"
-        else:
+            message += f"; version {self.scorer.model.version} keeps serving"
+        elif self.scorer is not None or self.scored is not None:
             self.scorer = None  # a cleared challenger stops serving
             self._keep(None, self.read_error)
-            self.error = message
-        log.info(self.error)
+        if message != self.error:  # once, not at every poll
+            log.info(message)
+        self.error = message
 
     def _rescore(self, scorer: OnlineScorer) -> ScoredCrossSection:
         """Scores the universe now (a cache hit when ``as_of`` has not moved) and keeps it.

@@ -25,6 +25,9 @@ from ray_apps.serving.schemas import (
     PredictResponse,
 )
 
+RETRY_AFTER_S = 1
+"""Seconds a 503 asks the client to wait before trying again (its ``Retry-After``)."""
+
 
 class ServiceUnavailable(Exception):
     """The request cannot be answered now (no model loaded, Redis down); a 503 with the reason."""
@@ -105,7 +108,11 @@ def create_api(
 
     @api.exception_handler(ServiceUnavailable)
     async def _unavailable(_, error: ServiceUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status.HTTP_503_SERVICE_UNAVAILABLE)
+        return JSONResponse(
+            {"detail": str(error)},
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
 
     @api.exception_handler(Conflict)
     async def _conflict(_, error: Conflict) -> JSONResponse:

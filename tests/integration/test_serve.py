@@ -394,8 +394,13 @@ def serve_replicas(stack, deployment: str) -> tuple[str, list[dict]]:
 
 def test_a_killed_champion_replica_is_replaced_while_requests_succeed_after_retry(app, stack):
     """SIGKILL of the champion's replica process under traffic: Serve starts another, every
-    request is answered (the ingress sends a request whose replica died once more; anything
-    else is a 503 with Retry-After that the client retries), and the scores stay the same."""
+    request is answered (a 503 with Retry-After at worst, which the client retries) and the
+    scores stay the same.
+
+    Redis is paused (SIGSTOP) for the kill, so that one request is held inside the replica
+    waiting for its feature read when the replica dies: the ingress sends that request once
+    more, to the replica Serve starts in its place, and its client gets a 200 at once.
+    """
     before = post(app, "/v1/predict", {"symbols": SYMBOLS})
     assert before.status_code == 200, before.text
     expected = before.json()["predictions"]
@@ -406,31 +411,40 @@ def test_a_killed_champion_replica_is_replaced_while_requests_succeed_after_retr
     assert old["actor_name"] == (
         f"SERVE_REPLICA::{stack.settings.serve.app_name}#champion#{old['replica_id']}"
     )
+    redis_pid = json.loads((stack.settings.state_dir / PIDS_FILE).read_text())["redis"]["pid"]
+    held: list[requests.Response] = []
+    holder = threading.Thread(
+        target=lambda: held.append(post(app, "/v1/predict", {"symbols": SYMBOLS})), daemon=True
+    )
 
     with RetryingTraffic(app) as traffic:
         while len(traffic.answers) < 5:
             time.sleep(0.05)
-        os.kill(old["pid"], signal.SIGKILL)
-        while processes.is_running(old["pid"]):
-            time.sleep(0.05)
-        killed_at = len(traffic.answers)
+        os.kill(redis_pid, signal.SIGSTOP)
+        try:
+            holder.start()
+            time.sleep(1.5)  # well inside the replica's 5 s Redis read timeout
+            os.kill(old["pid"], signal.SIGKILL)
+            while processes.is_running(old["pid"]):
+                time.sleep(0.05)
+        finally:
+            os.kill(redis_pid, signal.SIGCONT)
         while True:  # until Serve reports a new replica (the test's timeout guards a hang)
             status, replicas = serve_replicas(stack, "champion")
-            running = [r for r in replicas if r["state"] == "RUNNING"]
-            if (
-                status == "HEALTHY"
-                and running
-                and old["replica_id"] not in {r["replica_id"] for r in running}
-            ):
+            running = {r["replica_id"] for r in replicas if r["state"] == "RUNNING"}
+            if status == "HEALTHY" and running and old["replica_id"] not in running:
                 break
             time.sleep(0.5)
         recovered_at = len(traffic.answers)
         while len(traffic.answers) < recovered_at + 20:
             time.sleep(0.05)
+        holder.join()
 
+    (answer,) = held
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == expected
     assert traffic.given_up == []
     assert all(r.startswith("503 retry-after=1 ") for r in traffic.refused), traffic.refused
-    assert len(traffic.answers) > killed_at, "no request was answered after the kill"
     assert all(answer == expected for answer in traffic.answers)
     after = [post(app, "/v1/predict", {"symbols": SYMBOLS}) for _ in range(10)]
     assert [a.status_code for a in after] == [200] * 10

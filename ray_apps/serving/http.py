@@ -152,6 +152,7 @@ def create_api(
             [{"symbol": row.symbol, "ts": row.ts, **row.features} for row in body.rows],
             columns=["symbol", "ts", *columns],
         )
+        _check_unique(frame)
         return await backend.score_rows(frame, key or None)
 
     @api.post("/v1/canary", response_model=ModelsResponse, dependencies=[Depends(admin)])
@@ -203,6 +204,23 @@ def _check_names(body: FeaturesRequest, columns: list[str]) -> None:
                 name,
                 "extra_forbidden",
                 f"feature {name} is not one the model reads ({', '.join(columns)})",
+            )
+
+
+def _check_unique(frame: pd.DataFrame) -> None:
+    """A 422 naming the first row whose symbol and time (in UTC) repeat an earlier row's."""
+    seen: dict[tuple[str, pd.Timestamp], int] = {}
+    times = pd.to_datetime(frame["ts"], utc=True)
+    for index, key in enumerate(zip(frame["symbol"], times, strict=True)):
+        first = seen.setdefault(key, index)
+        if first != index:
+            symbol, ts = key
+            _invalid(
+                index,
+                "ts",
+                "value_error",
+                f"row {index} repeats row {first}: symbol {symbol} at {ts.isoformat()}; "
+                "send one row per symbol and time",
             )
 
 

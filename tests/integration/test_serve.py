@@ -457,12 +457,14 @@ FUZZ_EXAMPLES = 30
 CONTROL = ("/v1/canary", "/v1/promote", "/v1/rollback")
 
 
-def fuzz(url: str, operation, mode: GenerationMode, headers: dict) -> list[int]:
+def fuzz(
+    url: str, operation, mode: GenerationMode, headers: dict, examples: int = FUZZ_EXAMPLES
+) -> list[int]:
     """Status codes of the operation's generated requests; a 5xx fails (``not_a_server_error``)."""
     codes: list[int] = []
 
     @settings(
-        max_examples=FUZZ_EXAMPLES,
+        max_examples=examples,
         derandomize=True,
         database=None,
         deadline=None,
@@ -497,6 +499,27 @@ def test_fuzzing_the_openapi_schema_gets_no_server_error(app):
     assert set(codes) == {op.path for op in operations}
     assert 200 in codes["/v1/predict"] and 422 in codes["/v1/predict"]
     assert 200 not in {code for path in CONTROL for code in codes[path]}
+
+
+def test_fuzzing_cross_sections_with_the_champions_columns_gets_no_server_error(app):
+    """``/v1/predict/features`` with the schema's rows narrowed to what reaches the model: the
+    champion's feature columns (rows with other names are refused first), and a few symbols
+    and times (offsets and none among them) so that dates hold the five symbols it ranks."""
+    document = requests.get(app["url"] + "/openapi.json", timeout=TIMEOUT).json()
+    models = requests.get(app["url"] + "/v1/models", timeout=TIMEOUT).json()
+    columns = models["champion"]["feature_columns"]
+    assert columns == FEATURES
+    times = ["2024-01-03T00:00:00Z", "2024-01-03T05:00:00+05:00", "2024-01-04T00:00:00"]
+    row = document["components"]["schemas"]["FeatureRow"]
+    row["properties"] |= {name: {"type": "number"} for name in columns}
+    row["properties"]["symbol"] = {"enum": SYMBOLS[:8]}
+    row["properties"]["ts"] = {"enum": times}
+    row["required"] = [*row["required"], *columns]
+    row["additionalProperties"] = False
+    document["components"]["schemas"]["FeaturesRequest"]["properties"]["rows"]["minItems"] = 5
+    operation = schemathesis.openapi.from_dict(document)["/v1/predict/features"]["POST"]
+    codes = fuzz(app["url"], operation, GenerationMode.POSITIVE, {}, examples=100)
+    assert 200 in codes and len(codes) >= 100
 
 
 def test_the_config_file_deploys_the_app_with_the_clusters_settings(app, stack):

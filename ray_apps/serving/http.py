@@ -6,6 +6,7 @@ needs models or stores, so routing, validation and auth are tested without Ray.
 
 import hmac
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Protocol
 
 import pandas as pd
@@ -148,11 +149,11 @@ def create_api(
         """Scores of the cross-section sent (every feature the model reads, no other)."""
         columns = await backend.feature_columns()
         _check_names(body, columns)
+        _check_unique(body)
         frame = pd.DataFrame(
             [{"symbol": row.symbol, "ts": row.ts, **row.features} for row in body.rows],
             columns=["symbol", "ts", *columns],
         )
-        _check_unique(frame)
         return await backend.score_rows(frame, key or None)
 
     @api.post("/v1/canary", response_model=ModelsResponse, dependencies=[Depends(admin)])
@@ -207,19 +208,22 @@ def _check_names(body: FeaturesRequest, columns: list[str]) -> None:
             )
 
 
-def _check_unique(frame: pd.DataFrame) -> None:
-    """A 422 naming the first row whose symbol and time (in UTC) repeat an earlier row's."""
-    seen: dict[tuple[str, pd.Timestamp], int] = {}
-    times = pd.to_datetime(frame["ts"], utc=True)
-    for index, key in enumerate(zip(frame["symbol"], times, strict=True)):
-        first = seen.setdefault(key, index)
+def _check_unique(body: FeaturesRequest) -> None:
+    """A 422 naming the first row whose symbol and time repeat an earlier row's.
+
+    Times are compared as instants, a time without an offset read as UTC (as the model does).
+    """
+    seen: dict[tuple[str, datetime], int] = {}
+    for index, row in enumerate(body.rows):
+        ts = row.ts if row.ts.tzinfo else row.ts.replace(tzinfo=UTC)
+        first = seen.setdefault((row.symbol, ts), index)
         if first != index:
-            symbol, ts = key
             _invalid(
                 index,
                 "ts",
                 "value_error",
-                f"row {index} repeats row {first}: symbol {symbol} at {ts.isoformat()}; "
+                f"row {index} repeats row {first}: symbol {row.symbol} at "
+                f"{pd.Timestamp(ts).tz_convert('UTC').isoformat()}; "
                 "send one row per symbol and time",
             )
 

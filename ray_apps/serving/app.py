@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
 
@@ -233,15 +234,22 @@ class RegistryBackend:
 
     async def feature_columns(self) -> list[str]:
         """The champion's feature columns."""
-        info = await self.handles[CHAMPION].info.remote()
+        info = await _once_more_if_replica_died(
+            lambda: self.handles[CHAMPION].info.remote(), CHAMPION
+        )
         if info.version is None:
             raise ServiceUnavailable(info.error or "no champion loaded")
         return info.feature_columns
 
     async def models(self) -> ModelsResponse:
         """The champion and the challenger as their deployments report them."""
-        champion = await self.handles[CHAMPION].info.remote(1.0 - self._live_weight())
-        challenger = await self.handles[CHALLENGER].info.remote(self._live_weight())
+        weight = self._live_weight()
+        champion = await _once_more_if_replica_died(
+            lambda: self.handles[CHAMPION].info.remote(1.0 - weight), CHAMPION
+        )
+        challenger = await _once_more_if_replica_died(
+            lambda: self.handles[CHALLENGER].info.remote(weight), CHALLENGER
+        )
         return ModelsResponse(
             champion=champion, challenger=challenger if challenger.version else None
         )
@@ -331,7 +339,7 @@ class RegistryBackend:
         tags = {"alias": self.aliases[role]}
         started = time.perf_counter()
         try:
-            return await call(role)
+            return await _once_more_if_replica_died(lambda: call(role), role)
         except Exception as error:
             self.errors.inc(1, tags)
             cause = _cause(error)
@@ -397,6 +405,41 @@ class RegistryBackend:
             self.registry.delete_registered_model_alias(self.name, self.aliases[role])
         else:
             self.registry.set_registered_model_alias(self.name, self.aliases[role], version)
+
+
+async def _once_more_if_replica_died(call: Callable[[], Awaitable[T]], role: str) -> T:
+    """``call``, sent once more when the replica that took it died.
+
+    Serve routes the second call to a live replica, or waits for the one it starts in place of
+    the dead one.
+
+    Raises:
+        ServiceUnavailable: the second call's replica died too (a 503 to retry later).
+    """
+    try:
+        return await call()
+    except Exception as error:
+        if not _replica_died(error):
+            raise
+        log.warning(
+            "%s replica died during a request, sending it again: %s",
+            role,
+            _first_line(_cause(error)),
+        )
+    try:
+        return await call()
+    except Exception as error:
+        if not _replica_died(error):
+            raise
+        raise ServiceUnavailable(
+            f"{role} deployment: its replica died ({_first_line(_cause(error))}); "
+            "Serve is starting another, retry shortly"
+        ) from None
+
+
+def _replica_died(error: BaseException) -> bool:
+    """Whether ``error`` says the replica actor answering a call died or cannot be reached."""
+    return isinstance(error, RayActorError) or isinstance(_cause(error), RayActorError)
 
 
 def _cause(error: BaseException) -> BaseException:

@@ -6,6 +6,7 @@ needs models or stores, so routing, validation and auth are tested without Ray.
 
 import hmac
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Protocol
 
 import pandas as pd
@@ -24,6 +25,9 @@ from ray_apps.serving.schemas import (
     PredictRequest,
     PredictResponse,
 )
+
+RETRY_AFTER_S = 1
+"""Seconds a 503 asks the client to wait before trying again (its ``Retry-After``)."""
 
 
 class ServiceUnavailable(Exception):
@@ -105,7 +109,11 @@ def create_api(
 
     @api.exception_handler(ServiceUnavailable)
     async def _unavailable(_, error: ServiceUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status.HTTP_503_SERVICE_UNAVAILABLE)
+        return JSONResponse(
+            {"detail": str(error)},
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
 
     @api.exception_handler(Conflict)
     async def _conflict(_, error: Conflict) -> JSONResponse:
@@ -141,6 +149,7 @@ def create_api(
         """Scores of the cross-section sent (every feature the model reads, no other)."""
         columns = await backend.feature_columns()
         _check_names(body, columns)
+        _check_unique(body)
         frame = pd.DataFrame(
             [{"symbol": row.symbol, "ts": row.ts, **row.features} for row in body.rows],
             columns=["symbol", "ts", *columns],
@@ -196,6 +205,26 @@ def _check_names(body: FeaturesRequest, columns: list[str]) -> None:
                 name,
                 "extra_forbidden",
                 f"feature {name} is not one the model reads ({', '.join(columns)})",
+            )
+
+
+def _check_unique(body: FeaturesRequest) -> None:
+    """A 422 naming the first row whose symbol and time repeat an earlier row's.
+
+    Times are compared as instants, a time without an offset read as UTC (as the model does).
+    """
+    seen: dict[tuple[str, datetime], int] = {}
+    for index, row in enumerate(body.rows):
+        ts = row.ts if row.ts.tzinfo else row.ts.replace(tzinfo=UTC)
+        first = seen.setdefault((row.symbol, ts), index)
+        if first != index:
+            _invalid(
+                index,
+                "ts",
+                "value_error",
+                f"row {index} repeats row {first}: symbol {row.symbol} at "
+                f"{pd.Timestamp(ts).tz_convert('UTC').isoformat()}; "
+                "send one row per symbol and time",
             )
 
 

@@ -1,5 +1,6 @@
 """The Serve application against the stack: endpoints, online = offline, bad input, auth,
-canary weights, promote and rollback under traffic, Redis down and back.
+canary weights, promote and rollback under traffic, Redis down and back, a killed model replica
+replaced under traffic, and the OpenAPI schema fuzzed (schemathesis) without a 5xx.
 
 Two tiny ridge versions of one registered model (version 1 the champion) score features that
 this module writes to Redis under its own prefix; the app runs with ``ray-apps serve up`` and is
@@ -22,8 +23,12 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import requests
+import schemathesis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from hypothesis import HealthCheck, given, settings
 from mlflow.tracking import MlflowClient
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
 
 from ray_apps._private import processes
 from ray_apps.config import Settings
@@ -405,6 +410,194 @@ def test_redis_down_is_503_with_the_reason_and_recovers(app, stack):
     stack.ok("stack", "up")
     assert requests.get(app["url"] + "/healthz", timeout=TIMEOUT).status_code == 200
     assert post(app, "/v1/predict", {"symbols": ["S00"]}).status_code == 200
+
+
+RETRY_FOR_S = 30
+"""How long a client retries one prediction (with a short backoff) before it counts as failed."""
+
+
+class RetryingTraffic:
+    """Predictions from a thread; a reply that is not a 200 is retried until one is (or 30 s)."""
+
+    def __init__(self, app) -> None:
+        self.app, self.stop = app, threading.Event()
+        self.answers: list[list[dict]] = []
+        self.refused: list[str] = []
+        self.given_up: list[str] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            deadline, backoff = time.monotonic() + RETRY_FOR_S, 0.1
+            while True:
+                try:
+                    reply = post(self.app, "/v1/predict", {"symbols": SYMBOLS})
+                except requests.RequestException as error:
+                    problem = repr(error)
+                else:
+                    if reply.status_code == 200:
+                        self.answers.append(reply.json()["predictions"])
+                        break
+                    retry_after = reply.headers.get("Retry-After")
+                    problem = f"{reply.status_code} retry-after={retry_after} {reply.text[:300]}"
+                self.refused.append(problem)
+                if time.monotonic() > deadline:
+                    self.given_up.append(problem)
+                    break
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+
+    def __enter__(self) -> RetryingTraffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def serve_replicas(stack, deployment: str) -> tuple[str, list[dict]]:
+    """The deployment's status and replicas, from the dashboard's Serve API."""
+    token = stack.settings.ray_token_path.read_text().strip()
+    reply = requests.get(
+        stack.settings.dashboard_url + "/api/serve/applications/",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=TIMEOUT,
+    )
+    reply.raise_for_status()
+    application = reply.json()["applications"][stack.settings.serve.app_name]
+    details = application["deployments"][deployment]
+    return details["status"], details["replicas"]
+
+
+def test_a_killed_champion_replica_is_replaced_while_requests_succeed_after_retry(app, stack):
+    """SIGKILL of the champion's replica process under traffic: Serve starts another, every
+    request is answered (a 503 with Retry-After at worst, which the client retries) and the
+    scores stay the same.
+
+    Redis is paused (SIGSTOP) for the kill, so that one request is held inside the replica
+    waiting for its feature read when the replica dies: the ingress sends that request once
+    more, to the replica Serve starts in its place, and its client gets a 200 at once.
+    """
+    before = post(app, "/v1/predict", {"symbols": SYMBOLS})
+    assert before.status_code == 200, before.text
+    expected = before.json()["predictions"]
+    status, replicas = serve_replicas(stack, "champion")
+    assert status == "HEALTHY" and [r["state"] for r in replicas] == ["RUNNING"], replicas
+    (old,) = replicas
+    # Serve names a replica's actor SERVE_REPLICA::<app>#<deployment>#<replica id>.
+    assert old["actor_name"] == (
+        f"SERVE_REPLICA::{stack.settings.serve.app_name}#champion#{old['replica_id']}"
+    )
+    redis_pid = json.loads((stack.settings.state_dir / PIDS_FILE).read_text())["redis"]["pid"]
+    held: list[requests.Response] = []
+    holder = threading.Thread(
+        target=lambda: held.append(post(app, "/v1/predict", {"symbols": SYMBOLS})), daemon=True
+    )
+
+    with RetryingTraffic(app) as traffic:
+        while len(traffic.answers) < 5:
+            time.sleep(0.05)
+        os.kill(redis_pid, signal.SIGSTOP)
+        try:
+            holder.start()
+            time.sleep(1.5)  # well inside the replica's 5 s Redis read timeout
+            os.kill(old["pid"], signal.SIGKILL)
+            while processes.is_running(old["pid"]):
+                time.sleep(0.05)
+        finally:
+            os.kill(redis_pid, signal.SIGCONT)
+        while True:  # until Serve reports a new replica (the test's timeout guards a hang)
+            status, replicas = serve_replicas(stack, "champion")
+            running = {r["replica_id"] for r in replicas if r["state"] == "RUNNING"}
+            if status == "HEALTHY" and running and old["replica_id"] not in running:
+                break
+            time.sleep(0.5)
+        recovered_at = len(traffic.answers)
+        while len(traffic.answers) < recovered_at + 20:
+            time.sleep(0.05)
+        holder.join()
+
+    (answer,) = held
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == expected
+    assert traffic.given_up == []
+    assert all(r.startswith("503 retry-after=1 ") for r in traffic.refused), traffic.refused
+    assert all(answer == expected for answer in traffic.answers)
+    after = [post(app, "/v1/predict", {"symbols": SYMBOLS}) for _ in range(10)]
+    assert [a.status_code for a in after] == [200] * 10
+    assert all(a.json()["predictions"] == expected for a in after)
+    assert requests.get(app["url"] + "/healthz", timeout=TIMEOUT).status_code == 200
+
+
+FUZZ_EXAMPLES = 30
+"""Examples per operation and mode; derandomized, so every run sends the same requests."""
+CONTROL = ("/v1/canary", "/v1/promote", "/v1/rollback")
+
+
+def fuzz(
+    url: str, operation, mode: GenerationMode, headers: dict, examples: int = FUZZ_EXAMPLES
+) -> list[int]:
+    """Status codes of the operation's generated requests; a 5xx fails (``not_a_server_error``)."""
+    codes: list[int] = []
+
+    @settings(
+        max_examples=examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(mode))
+    def run(case) -> None:
+        reply = case.call_and_validate(
+            base_url=url, headers=headers, checks=[not_a_server_error], timeout=TIMEOUT
+        )
+        codes.append(reply.status_code)
+
+    run()
+    return codes
+
+
+def test_fuzzing_the_openapi_schema_gets_no_server_error(app):
+    """Every operation of ``/openapi.json``, with requests that fit the schema and requests
+    that do not: no reply is a 5xx. The canary control endpoints get a wrong bearer key, so
+    they are refused and leave the served versions alone for the other tests."""
+    schema = schemathesis.openapi.from_url(app["url"] + "/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.path for op in operations} >= {"/healthz", "/v1/predict", *CONTROL}
+    codes: dict[str, list[int]] = {}
+    for operation in operations:
+        headers = {"Authorization": "Bearer not-the-admin-key"} if operation.path in CONTROL else {}
+        modes = [GenerationMode.POSITIVE]
+        if len(operation.body):  # without a body, no request breaks the schema
+            modes.append(GenerationMode.NEGATIVE)
+        for mode in modes:
+            codes.setdefault(operation.path, []).extend(fuzz(app["url"], operation, mode, headers))
+    assert set(codes) == {op.path for op in operations}
+    assert 200 in codes["/v1/predict"] and 422 in codes["/v1/predict"]
+    assert 200 not in {code for path in CONTROL for code in codes[path]}
+
+
+def test_fuzzing_cross_sections_with_the_champions_columns_gets_no_server_error(app):
+    """``/v1/predict/features`` with the schema's rows narrowed to what reaches the model: the
+    champion's feature columns (rows with other names are refused first), and a few symbols
+    and times (offsets and none among them) so that dates hold the five symbols it ranks."""
+    document = requests.get(app["url"] + "/openapi.json", timeout=TIMEOUT).json()
+    models = requests.get(app["url"] + "/v1/models", timeout=TIMEOUT).json()
+    columns = models["champion"]["feature_columns"]
+    assert columns == FEATURES
+    times = ["2024-01-03T00:00:00Z", "2024-01-03T05:00:00+05:00", "2024-01-04T00:00:00"]
+    row = document["components"]["schemas"]["FeatureRow"]
+    row["properties"] |= {name: {"type": "number"} for name in columns}
+    row["properties"]["symbol"] = {"enum": SYMBOLS[:8]}
+    row["properties"]["ts"] = {"enum": times}
+    row["required"] = [*row["required"], *columns]
+    row["additionalProperties"] = False
+    document["components"]["schemas"]["FeaturesRequest"]["properties"]["rows"]["minItems"] = 5
+    operation = schemathesis.openapi.from_dict(document)["/v1/predict/features"]["POST"]
+    codes = fuzz(app["url"], operation, GenerationMode.POSITIVE, {}, examples=100)
+    assert 200 in codes and len(codes) >= 100
 
 
 def test_the_config_file_deploys_the_app_with_the_clusters_settings(app, stack):

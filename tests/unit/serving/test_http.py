@@ -150,6 +150,24 @@ def test_nan_and_infinity_features_are_422(backend):
         assert "feature f1:" in reply.text and "is not a finite number" in reply.text
 
 
+@pytest.mark.parametrize(
+    "ts", ["2024-01-05T00:00:00Z", "2024-01-05T00:00:00", "2024-01-05T05:00:00+05:00"]
+)
+def test_a_row_repeating_a_symbol_and_time_is_422_naming_it(backend, ts):
+    """Found by fuzzing the running app: the model's panel refused the repeat (a 500).
+    The same instant in another offset, or without one (read as UTC), repeats too."""
+    rows = [ROW, {**ROW, "symbol": "B"}, {**ROW, "ts": ts}]
+    reply = client(backend).post("/v1/predict/features", json={"rows": rows})
+    assert reply.status_code == 422, reply.text
+    (problem,) = reply.json()["detail"]
+    assert problem["loc"] == ["body", "rows", 2, "ts"]
+    assert problem["msg"] == (
+        "row 2 repeats row 0: symbol A at 2024-01-05T00:00:00+00:00; "
+        "send one row per symbol and time"
+    )
+    assert backend.calls == []
+
+
 def test_good_feature_rows_reach_the_backend_as_a_frame_in_the_models_columns(backend):
     reply = client(backend).post("/v1/predict/features", json={"rows": [ROW]})
     assert reply.status_code == 200, reply.text

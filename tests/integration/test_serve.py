@@ -475,9 +475,11 @@ def test_a_killed_champion_replica_is_replaced_while_requests_succeed_after_retr
     request is answered (a 503 with Retry-After at worst, which the client retries) and the
     scores stay the same.
 
-    Redis is paused (SIGSTOP) for the kill, so that one request is held inside the replica
-    waiting for its feature read when the replica dies: the ingress sends that request once
-    more, to the replica Serve starts in its place, and its client gets a 200 at once.
+    Redis is paused (SIGSTOP) for the kill, so that a request that reaches the replica is held
+    there waiting for a feature read when the replica dies: the ingress sends it once more, to
+    the replica Serve starts in its place. (Most predictions are answered from the ingress's
+    copy of the champion's scoring without a call to the replica; the copy is dropped when its
+    long poll finds the replica dead, and requests then go to the deployment.)
     """
     before = post(app, "/v1/predict", {"symbols": SYMBOLS})
     assert before.status_code == 200, before.text

@@ -135,16 +135,16 @@ def _group_by_symbol(bars: pa.Table) -> tuple[pa.Table, np.ndarray]:
     n = bars.num_rows
     if n == 0:
         return bars, np.zeros(1, dtype=np.int64)
-    symbol = bars.column("symbol").combine_chunks()
-    codes = pc.dictionary_encode(symbol).indices.to_numpy(zero_copy_only=False)
+    symbol = pc.fill_null(bars.column("symbol").combine_chunks(), "")
     times = bars.column("ts").combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
-    same = codes[1:] == codes[:-1]
-    if np.any(np.diff(codes) < 0) or np.any(same & (times[1:] <= times[:-1])):
+    starts, same, grouped = _runs(symbol, times)
+    if not grouped:
+        codes = pc.dictionary_encode(symbol).indices.to_numpy(zero_copy_only=False)
         order = np.lexsort((times, codes))
         bars = bars.take(order)
-        codes = codes[order]
+        symbol = symbol.take(order)
         times = times[order]
-        same = codes[1:] == codes[:-1]
+        starts, same, _ = _runs(symbol, times)
     repeated = np.flatnonzero(same & (times[1:] == times[:-1])) + 1
     if repeated.size:
         row = int(repeated[0])
@@ -153,5 +153,15 @@ def _group_by_symbol(bars: pa.Table) -> tuple[pa.Table, np.ndarray]:
             f"{bars.column('ts')[row].as_py()}) ({repeated.size} repeated row(s)); "
             "deduplicate before computing features"
         )
-    new_symbol = np.flatnonzero(~same) + 1
-    return bars, np.concatenate(([0], new_symbol, [n])).astype(np.int64)
+    return bars, starts
+
+
+def _runs(symbol: pa.Array, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Runs of equal symbols: their offsets, each row's continuing flag, and whether whole.
+
+    Whole means each symbol has one run, in time order (repeated times are caught later).
+    """
+    same = pc.equal(symbol[1:], symbol[:-1]).to_numpy(zero_copy_only=False)
+    starts = np.concatenate(([0], np.flatnonzero(~same) + 1, [len(symbol)])).astype(np.int64)
+    whole = pc.count_distinct(symbol.take(starts[:-1])).as_py() == len(starts) - 1
+    return starts, same, whole and not np.any(same & (times[1:] < times[:-1]))

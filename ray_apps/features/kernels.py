@@ -116,8 +116,8 @@ def _variance_window(p: str, base: int, n: int, x: str, mean: str, var: str) -> 
         f"{p}s2 += {x} * {x}",
         *_advance_ring(p, n),
         f"if {p}count >= {n}:",
-        f"    {mean} = {p}s1 * {1.0 / n!r}",
-        f"    {var} = {p}s2 * {1.0 / n!r} - {mean} * {mean}",
+        f"    {mean} = {p}s1 / {float(n)!r}",  # divided, as TA-Lib: the variance cancels
+        f"    {var} = {p}s2 / {float(n)!r} - {mean} * {mean}",
         f"    {p}old = state[{ring} + {p}pos]",
         f"    {p}s1 -= {p}old",
         f"    {p}s2 -= {p}old * {p}old",

@@ -54,7 +54,9 @@ def compute_table(bars: pa.Table, spec: FeatureSpec) -> pa.Table:
     symbol = bars.column("symbol")
     ts = bars.column("ts")
     plan = spec.plan
-    out = np.empty((bars.num_rows, len(plan.columns)), dtype=np.float64, order="F")
+    # one Arrow buffer, a column after another: the memory pool reuses it from call to call
+    buffer = pa.allocate_buffer(8 * bars.num_rows * len(plan.columns))
+    out = np.frombuffer(buffer, dtype=np.float64).reshape(len(plan.columns), bars.num_rows).T
     kernels.run_series(
         plan.plan,
         plan.params,
@@ -63,7 +65,12 @@ def compute_table(bars: pa.Table, spec: FeatureSpec) -> pa.Table:
         *(_float(bars, column) for column in ("high", "low", "close", "volume")),
         out,
     )
-    columns = [symbol, ts] + [pa.array(out[:, i]) for i in range(out.shape[1])]
+    size = 8 * bars.num_rows
+    values = [
+        pa.Array.from_buffers(pa.float64(), bars.num_rows, [None, buffer.slice(i * size, size)])
+        for i in range(len(plan.columns))
+    ]
+    columns = [symbol, ts, *values]
     return pa.Table.from_arrays(columns, schema=output_schema(spec))
 
 

@@ -127,7 +127,8 @@ def normalize_bars(bars: pa.Table, coerce: bool = False) -> pa.Table:
 
 
 def _float(bars: pa.Table, column: str) -> np.ndarray:
-    values = bars.column(column).combine_chunks()
+    chunked = bars.column(column)
+    values = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
     if values.type != pa.float64():
         values = pc.cast(values, pa.float64())
     return values.to_numpy(zero_copy_only=False)

@@ -135,17 +135,32 @@ def _variance_window(
 
 
 @dataclass
-class _Windows:
-    """The variance windows over a bar input (``c`` or ``v``) that features of a spec share.
+class _Shared:
+    """Values that several features of a spec compute alike, computed once per bar.
 
     Attributes:
-        bases: each window's ``(input, n)`` -> the state offsets of the features using it,
-            the first of which (the leader) computes it.
+        bases: each variance window over a bar input (``c`` or ``v``), as ``(input, n)`` ->
+            the state offsets of the features using it, the first of which (the leader)
+            computes it.
         prefixes: the leader's local-name prefix per window.
+        log_return: the local holding ``log(close / previous close)`` (1-bar log return and
+            realized volatility) once a feature computes it; empty before.
     """
 
     bases: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     prefixes: dict[tuple[str, int], str] = field(default_factory=dict)
+    log_return: str = ""
+
+    def log_return_line(self, p: str, previous_close: str) -> tuple[str, str]:
+        """A line computing the 1-bar log return, and the local holding it.
+
+        The line is ``pass`` when an earlier feature computes it; the value is valid from a
+        symbol's second bar.
+        """
+        if self.log_return:
+            return "pass", self.log_return
+        self.log_return = f"{p}lr"
+        return f"{p}lr = math.log(c / {previous_close})", self.log_return
 
     def add(self, x: str, n: int, base: int, p: str) -> None:
         """Records that the feature at ``base`` (prefix ``p``) uses the window."""
@@ -207,13 +222,18 @@ def _true_range(p: str, prev_close: str) -> list[str]:
 
 
 # ---- features: (prefix, state offset, output offset, parameters) -> code ----------------------
-def _logret(p: str, s: int, o: int, k: int) -> _Code:
+def _logret(p: str, s: int, o: int, k: int, *, shared: _Shared) -> _Code:
     """``[count, ring position, ring[k]]`` of closes."""
     code = _locals(p, s, {0: ("count", "int"), 1: ("pos", "int")})
+    previous = f"state[{s + 2} + {p}pos]"
+    line, value = (
+        shared.log_return_line(p, previous) if k == 1 else ("pass", f"math.log(c / {previous})")
+    )
     code.step = [
         f"{p}count += 1",
         f"if {p}count > {k}:",
-        f"    out[t, {o}] = math.log(c / state[{s + 2} + {p}pos])",
+        f"    {line}",
+        f"    out[t, {o}] = {value}",
         "else:",
         f"    out[t, {o}] = NAN",
         f"state[{s + 2} + {p}pos] = c",
@@ -286,9 +306,9 @@ def _macd(p: str, s: int, o: int, fast: int, slow: int, signal: int) -> _Code:
     return code
 
 
-def _bbands(p: str, s: int, o: int, n: int, k: float, *, windows: _Windows) -> _Code:
+def _bbands(p: str, s: int, o: int, n: int, k: float, *, shared: _Shared) -> _Code:
     """A variance window; outputs upper, middle, lower, %B, bandwidth."""
-    code, middle, var = windows.window("c", n, s)
+    code, middle, var = shared.window("c", n, s)
     code.step += [
         f"{p}middle = {middle}",
         f"{p}var = {var}",
@@ -354,19 +374,21 @@ def _obv(p: str, s: int, o: int) -> _Code:
     return code
 
 
-def _vol(p: str, s: int, o: int, n: int) -> _Code:
+def _vol(p: str, s: int, o: int, n: int, *, shared: _Shared) -> _Code:
     """``[count, previous close]`` then a variance window over 1-bar log returns."""
     code = _locals(p, s, {0: ("count", "int"), 1: ("prev", "float")})
     window = _variance_window(p + "w", s + 2, n, f"{p}ret", f"{p}mean", f"{p}var")
     code.load += window.load
     code.store += window.store
+    line, value = shared.log_return_line(p, f"{p}last")
     code.step = [
         f"{p}count += 1",
         f"{p}last = {p}prev",
         f"{p}prev = c",
         f"out[t, {o}] = NAN",
         f"if {p}count != 1:",
-        f"    {p}ret = math.log(c / {p}last)",
+        f"    {line}",
+        f"    {p}ret = {value}",
         *_indent(window.step),
         f"    if not math.isnan({p}var):",
         f"        out[t, {o}] = math.sqrt({p}var) if {p}var > 0.0 else 0.0",
@@ -375,9 +397,9 @@ def _vol(p: str, s: int, o: int, n: int) -> _Code:
 
 
 def _zscore(x: str) -> Callable[[str, int, int, int], _Code]:
-    def zscore(p: str, s: int, o: int, n: int, *, windows: _Windows) -> _Code:
+    def zscore(p: str, s: int, o: int, n: int, *, shared: _Shared) -> _Code:
         """A variance window; undefined (NaN) while the window is flat."""
-        code, mean, var = windows.window(x, n, s)
+        code, mean, var = shared.window(x, n, s)
         code.step += [
             f"if {var} >= ZERO:",
             f"    out[t, {o}] = ({x} - {mean}) / math.sqrt({var})",
@@ -401,11 +423,14 @@ def _extreme(p: str, ring: int, n: int, x: str, name: str, cmp: str) -> list[str
         f"elif {p}{name}_at <= {p}count - {n}:",
         f"    {p}{name} = state[{ring} + {p}pos]",
         f"    {p}{name}_at = {p}count - {n - 1}",
-        f"    for i in range(1, {n}):",
-        f"        j = {p}pos + i if {p}pos + i < {n} else {p}pos + i - {n}",
+        f"    for j in range({p}pos + 1, {n}):  # oldest to newest: the ring's two runs",
         f"        if state[{ring} + j] {cmp} {p}{name}:",
         f"            {p}{name} = state[{ring} + j]",
-        f"            {p}{name}_at = {p}count - {n - 1} + i",
+        f"            {p}{name}_at = {p}count - {n - 1} + j - {p}pos",
+        f"    for j in range({p}pos):",
+        f"        if state[{ring} + j] {cmp} {p}{name}:",
+        f"            {p}{name} = state[{ring} + j]",
+        f"            {p}{name}_at = {p}count + 1 + j - {p}pos",
     ]
 
 
@@ -529,6 +554,7 @@ _FEATURES: dict[int, tuple[Callable[..., _Code], int]] = {
 """Each kind's code generator and how many of its plan parameters it takes."""
 _FLOAT_PARAMS = {BBANDS: (1,)}  # parameters that are not whole numbers (Bollinger's k)
 _WINDOW_INPUT = {BBANDS: "c", ZSCORE_CLOSE: "c", ZSCORE_VOLUME: "v"}  # kinds sharing windows
+_SHARING = {*_WINDOW_INPUT, LOGRET, VOL}  # kinds whose generators take the spec's _Shared
 
 _TEMPLATE = '''"""Generated by ray_apps.features.kernels for one feature plan; do not edit."""
 import math
@@ -579,7 +605,7 @@ def kernel_source(plan: np.ndarray, params: np.ndarray, state_size: int) -> str:
         state_size: floats of state per symbol.
     """
     features = []
-    windows = _Windows()
+    shared = _Shared()
     for i, ((kind, state, output), values) in enumerate(zip(plan.tolist(), params, strict=True)):
         floats = _FLOAT_PARAMS.get(kind, ())
         args = [
@@ -587,11 +613,11 @@ def kernel_source(plan: np.ndarray, params: np.ndarray, state_size: int) -> str:
         ]
         features.append((kind, f"f{i}_", state, output, args))
         if kind in _WINDOW_INPUT:
-            windows.add(_WINDOW_INPUT[kind], args[0], state, f"f{i}_")
+            shared.add(_WINDOW_INPUT[kind], args[0], state, f"f{i}_")
     code = _Code()
     for kind, prefix, state, output, args in features:
-        shared = {"windows": windows} if kind in _WINDOW_INPUT else {}
-        code += _FEATURES[kind][0](prefix, state, output, *args, **shared)
+        options = {"shared": shared} if kind in _SHARING else {}
+        code += _FEATURES[kind][0](prefix, state, output, *args, **options)
     return _TEMPLATE.format(
         zero=_ZERO,
         load="\n".join(_indent(code.load)),

@@ -10,9 +10,14 @@ same run:
     Ray with 1 and with 2 CPUs;
   - "spark": the Spark-on-Ray engine (RayDP), 1 and 2 executors of one core each, in a Ray
     with one CPU more (``from_spark`` runs there) (skip with --no-spark);
-  - "incremental": bar updates/s with micro-batches of one bar per symbol, one core.
+  - "incremental": bar updates/s with micro-batches of one bar per symbol, one core, without
+    and with a checkpoint of the engine's state (``IncrementalEngine.save``) after every
+    micro-batch (the stream consumer checkpoints once per flush, less often).
 
-    python bench/features.py [--symbols 500] [--bars 2000] [--no-spark]
+The summary lines compare the kernels with TA-Lib and the incremental engine with the kernels,
+per bar, in this run.
+
+    python bench/features.py [--symbols 500] [--bars 2000] [--no-spark] [--no-engines]
 """
 
 from __future__ import annotations
@@ -109,7 +114,7 @@ def bench_kernels(table: pa.Table) -> float:
     return best_rate(table.num_rows, lambda: compute_table(table, SPEC))
 
 
-def bench_incremental(table: pa.Table) -> float:
+def bench_incremental(table: pa.Table, checkpoint: bool = False) -> float:
     table = table.sort_by([("ts", "ascending"), ("symbol", "ascending")])
     symbols = table.column("symbol").to_pylist()
     micros = table.column("ts").cast(pa.int64()).to_numpy()
@@ -122,6 +127,8 @@ def bench_incremental(table: pa.Table) -> float:
             engine.update_arrays(
                 symbols[first:last], micros[first:last], *(a[first:last] for a in arrays)
             )
+            if checkpoint:
+                engine.save()
 
     return best_rate(table.num_rows, run)
 
@@ -183,14 +190,19 @@ def main() -> None:
     parser.add_argument("--pta-symbols", type=int, default=20)
     parser.add_argument("--no-spark", action="store_true")
     parser.add_argument(
+        "--no-engines", action="store_true", help="skip the Ray Data and Spark engines"
+    )
+    parser.add_argument(
         "--spark-heap", default="auto", help="heap per executor, e.g. 6GB (auto: by rows)"
     )
     args = parser.parse_args()
     spec = SyntheticSpec(n_symbols=args.symbols, n_bars=args.bars, interval="15m")
     table = pa.Table.from_pandas(generate_bars(spec), preserve_index=False)
     rows = table.num_rows
-    print(f"features of the default spec ({len(SPEC.columns)} columns), {args.symbols} symbols "
-          f"x {args.bars} bars = {rows:,} rows")
+    print(
+        f"features of the default spec ({len(SPEC.columns)} columns), {args.symbols} symbols "
+        f"x {args.bars} bars = {rows:,} rows"
+    )
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bars.parquet"
         pq.write_table(table, path, row_group_size=100_000)
@@ -199,10 +211,11 @@ def main() -> None:
             "pandas-ta-classic (baseline, 1 process)": bench_pandas_ta(table, args.pta_symbols),
             "kernels (1 process, no Ray)": bench_kernels(table),
             "incremental (bar updates/s, 1 core)": bench_incremental(table),
+            "incremental, checkpoint every micro-batch": bench_incremental(table, True),
         }
-        for cpus in (1, 2):
+        for cpus in (1, 2) if not args.no_engines else ():
             results[f"ray data engine, {cpus} CPU"] = bench_engine("ray", cpus, path)
-        if not args.no_spark:
+        if not args.no_spark and not args.no_engines:
             for cpus in (1, 2):
                 results[f"spark engine, {cpus} executor"] = bench_engine(
                     "spark", cpus, path, args.spark_heap
@@ -210,8 +223,16 @@ def main() -> None:
     talib = results["talib (baseline, 1 process)"]
     for name, rate in results.items():
         print(f"  {name:42s} {rate / 1e6:8.3f} M rows/s   {rate / talib:6.2f} x talib")
-    one, two = results["ray data engine, 1 CPU"], results["ray data engine, 2 CPU"]
-    print(f"  ray data engine speed-up 2 CPUs / 1 CPU: {two / one:.2f}x")
+    kernels = results["kernels (1 process, no Ray)"]
+    print(f"  kernels / talib, full spec, one process: {kernels / talib:.2f}x")
+    for name in (
+        "incremental (bar updates/s, 1 core)",
+        "incremental, checkpoint every micro-batch",
+    ):
+        print(f"  {name} / kernels, per bar: {results[name] / kernels:.2f}x")
+    if not args.no_engines:
+        one, two = results["ray data engine, 1 CPU"], results["ray data engine, 2 CPU"]
+        print(f"  ray data engine speed-up 2 CPUs / 1 CPU: {two / one:.2f}x")
 
 
 if __name__ == "__main__":

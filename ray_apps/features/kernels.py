@@ -12,7 +12,7 @@ The batch engines call ``advance`` once per symbol over its whole series
 (:func:`run_series`); the incremental engine calls the same ``advance`` once per bar of a
 micro-batch on that bar's symbol's state (:func:`run_rows`). Storing a float64 and loading it
 again is exact, so both give the same values bit for bit, and the state vector (the layout
-below, unchanged since the per-bar kernels) is the checkpoint format.
+given beside each feature, the same as the earlier per-bar kernels') is the checkpoint format.
 
 The arithmetic follows TA-Lib's C code operation by operation (running sums added before and
 subtracted after each output, SMA seeds summed in order, Wilder smoothing as
@@ -30,6 +30,7 @@ import hashlib
 import importlib.util
 import os
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,8 +52,11 @@ CACHE_DIR = (
     )
     / "ray_apps_kernels"
 )
-"""Where generated kernel sources and numba's compiled code live (under ``NUMBA_CACHE_DIR``
-when set)."""
+"""Where generated kernel sources and numba's compiled code live.
+
+Under ``NUMBA_CACHE_DIR`` when set, else the user's cache folder; the system's temporary folder
+when that cannot be written.
+"""
 
 
 @dataclass
@@ -650,17 +654,29 @@ def fused_kernel(plan: np.ndarray, params: np.ndarray, state_size: int) -> Modul
 def _load(source: str) -> ModuleType:
     """Imports ``source`` from a file named after its hash (written once, atomically)."""
     name = "fused_" + hashlib.sha1(source.encode()).hexdigest()[:16]
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    path = CACHE_DIR / f"{name}.py"
-    if not path.exists():  # never rewritten: numba's cache is keyed on the file's time stamp
-        partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        partial.write_text(source)
-        os.replace(partial, path)
+    try:
+        path = _write_once(CACHE_DIR, name, source)
+    except OSError:
+        path = _write_once(Path(tempfile.gettempdir()) / "ray_apps_kernels", name, source)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # numba's cached code finds its globals by module name
     spec.loader.exec_module(module)
     return module
+
+
+def _write_once(folder: Path, name: str, source: str) -> Path:
+    """``folder/name.py`` holding ``source``, written once (numba's cache keys on its time).
+
+    Written to a temporary name and renamed, so a concurrent reader sees all of it or nothing.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.py"
+    if not path.exists():
+        partial = folder / f"{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        partial.write_text(source)
+        os.replace(partial, path)
+    return path
 
 
 def run_series(

@@ -5,14 +5,20 @@ same run:
   - baseline "talib": TA-Lib called per symbol for the default spec, one process;
   - baseline "pandas-ta-classic": its own pandas code (talib=False), one process, timed on the
     first --pta-symbols symbols (it is about 100x slower) and reported as rows/s;
-  - "kernels": ray_apps' compiled kernels on the whole table, one process, no Ray;
+  - "kernels": ray_apps' compiled kernels on the whole table, one process, no Ray (TA-Lib and
+    the kernels take turns, 5 runs each, the fastest counts);
   - "ray": the Ray Data engine from the Parquet file to a materialized dataset, in a fresh local
     Ray with 1 and with 2 CPUs;
   - "spark": the Spark-on-Ray engine (RayDP), 1 and 2 executors of one core each, in a Ray
     with one CPU more (``from_spark`` runs there) (skip with --no-spark);
-  - "incremental": bar updates/s with micro-batches of one bar per symbol, one core.
+  - "incremental": bar updates/s with micro-batches of one bar per symbol, one core, without
+    and with a checkpoint of the engine's state (``IncrementalEngine.save``) after every
+    micro-batch (the stream consumer checkpoints once per flush, less often).
 
-    python bench/features.py [--symbols 500] [--bars 2000] [--no-spark]
+The summary lines compare the kernels with TA-Lib and the incremental engine with the kernels,
+per bar, in this run.
+
+    python bench/features.py [--symbols 500] [--bars 2000] [--no-spark] [--no-engines]
 """
 
 from __future__ import annotations
@@ -80,12 +86,31 @@ def best_rate(rows: int, run: Callable[[], object], repeats: int = 3) -> float:
     return rows / best
 
 
-def bench_talib(series: list[tuple[np.ndarray, ...]]) -> float:
-    def run() -> None:
+def best_rates(rows: int, runs: dict[str, Callable[[], object]], repeats: int = 5) -> dict:
+    """Rows/s of the fastest run of each, the runs taking turns (a busy machine slows all)."""
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeats):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - started)
+    return {name: rows / seconds for name, seconds in best.items()}
+
+
+def bench_talib_and_kernels(table: pa.Table) -> dict[str, float]:
+    """TA-Lib per symbol and the kernels on the whole table, taking turns."""
+    series = per_symbol(table)
+
+    def talib_run() -> None:
         for arrays in series:
             talib_all(*arrays)
 
-    return best_rate(sum(len(s[0]) for s in series), run)
+    compute_table(table.slice(0, 100), SPEC)  # compiles or loads the spec's kernel
+    runs = {
+        "talib (baseline, 1 process)": talib_run,
+        "kernels (1 process, no Ray)": lambda: compute_table(table, SPEC),
+    }
+    return best_rates(table.num_rows, runs)
 
 
 def bench_pandas_ta(table: pa.Table, symbols: int) -> float:
@@ -104,12 +129,7 @@ def bench_pandas_ta(table: pa.Table, symbols: int) -> float:
     return sum(len(g) for g in groups) / (time.perf_counter() - started)
 
 
-def bench_kernels(table: pa.Table) -> float:
-    compute_table(table.slice(0, 100), SPEC)
-    return best_rate(table.num_rows, lambda: compute_table(table, SPEC))
-
-
-def bench_incremental(table: pa.Table) -> float:
+def bench_incremental(table: pa.Table, checkpoint: bool = False) -> float:
     table = table.sort_by([("ts", "ascending"), ("symbol", "ascending")])
     symbols = table.column("symbol").to_pylist()
     micros = table.column("ts").cast(pa.int64()).to_numpy()
@@ -122,6 +142,8 @@ def bench_incremental(table: pa.Table) -> float:
             engine.update_arrays(
                 symbols[first:last], micros[first:last], *(a[first:last] for a in arrays)
             )
+            if checkpoint:
+                engine.save()
 
     return best_rate(table.num_rows, run)
 
@@ -183,26 +205,31 @@ def main() -> None:
     parser.add_argument("--pta-symbols", type=int, default=20)
     parser.add_argument("--no-spark", action="store_true")
     parser.add_argument(
+        "--no-engines", action="store_true", help="skip the Ray Data and Spark engines"
+    )
+    parser.add_argument(
         "--spark-heap", default="auto", help="heap per executor, e.g. 6GB (auto: by rows)"
     )
     args = parser.parse_args()
     spec = SyntheticSpec(n_symbols=args.symbols, n_bars=args.bars, interval="15m")
     table = pa.Table.from_pandas(generate_bars(spec), preserve_index=False)
     rows = table.num_rows
-    print(f"features of the default spec ({len(SPEC.columns)} columns), {args.symbols} symbols "
-          f"x {args.bars} bars = {rows:,} rows")
+    print(
+        f"features of the default spec ({len(SPEC.columns)} columns), {args.symbols} symbols "
+        f"x {args.bars} bars = {rows:,} rows"
+    )
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bars.parquet"
         pq.write_table(table, path, row_group_size=100_000)
-        results = {
-            "talib (baseline, 1 process)": bench_talib(per_symbol(table)),
+        results = bench_talib_and_kernels(table)
+        results |= {
             "pandas-ta-classic (baseline, 1 process)": bench_pandas_ta(table, args.pta_symbols),
-            "kernels (1 process, no Ray)": bench_kernels(table),
             "incremental (bar updates/s, 1 core)": bench_incremental(table),
+            "incremental, checkpoint every micro-batch": bench_incremental(table, True),
         }
-        for cpus in (1, 2):
+        for cpus in (1, 2) if not args.no_engines else ():
             results[f"ray data engine, {cpus} CPU"] = bench_engine("ray", cpus, path)
-        if not args.no_spark:
+        if not args.no_spark and not args.no_engines:
             for cpus in (1, 2):
                 results[f"spark engine, {cpus} executor"] = bench_engine(
                     "spark", cpus, path, args.spark_heap
@@ -210,8 +237,16 @@ def main() -> None:
     talib = results["talib (baseline, 1 process)"]
     for name, rate in results.items():
         print(f"  {name:42s} {rate / 1e6:8.3f} M rows/s   {rate / talib:6.2f} x talib")
-    one, two = results["ray data engine, 1 CPU"], results["ray data engine, 2 CPU"]
-    print(f"  ray data engine speed-up 2 CPUs / 1 CPU: {two / one:.2f}x")
+    kernels = results["kernels (1 process, no Ray)"]
+    print(f"  kernels / talib, full spec, one process: {kernels / talib:.2f}x")
+    for name in (
+        "incremental (bar updates/s, 1 core)",
+        "incremental, checkpoint every micro-batch",
+    ):
+        print(f"  {name} / kernels, per bar: {results[name] / kernels:.2f}x")
+    if not args.no_engines:
+        one, two = results["ray data engine, 1 CPU"], results["ray data engine, 2 CPU"]
+        print(f"  ray data engine speed-up 2 CPUs / 1 CPU: {two / one:.2f}x")
 
 
 if __name__ == "__main__":

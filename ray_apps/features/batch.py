@@ -54,7 +54,9 @@ def compute_table(bars: pa.Table, spec: FeatureSpec) -> pa.Table:
     symbol = bars.column("symbol")
     ts = bars.column("ts")
     plan = spec.plan
-    out = np.empty((bars.num_rows, len(plan.columns)), dtype=np.float64, order="F")
+    # one Arrow buffer, a column after another: the memory pool reuses it from call to call
+    buffer = pa.allocate_buffer(8 * bars.num_rows * len(plan.columns))
+    out = np.frombuffer(buffer, dtype=np.float64).reshape(len(plan.columns), bars.num_rows).T
     kernels.run_series(
         plan.plan,
         plan.params,
@@ -63,7 +65,12 @@ def compute_table(bars: pa.Table, spec: FeatureSpec) -> pa.Table:
         *(_float(bars, column) for column in ("high", "low", "close", "volume")),
         out,
     )
-    columns = [symbol, ts] + [pa.array(out[:, i]) for i in range(out.shape[1])]
+    size = 8 * bars.num_rows
+    values = [
+        pa.Array.from_buffers(pa.float64(), bars.num_rows, [None, buffer.slice(i * size, size)])
+        for i in range(len(plan.columns))
+    ]
+    columns = [symbol, ts, *values]
     return pa.Table.from_arrays(columns, schema=output_schema(spec))
 
 
@@ -120,7 +127,8 @@ def normalize_bars(bars: pa.Table, coerce: bool = False) -> pa.Table:
 
 
 def _float(bars: pa.Table, column: str) -> np.ndarray:
-    values = bars.column(column).combine_chunks()
+    chunked = bars.column(column)
+    values = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
     if values.type != pa.float64():
         values = pc.cast(values, pa.float64())
     return values.to_numpy(zero_copy_only=False)
@@ -135,16 +143,16 @@ def _group_by_symbol(bars: pa.Table) -> tuple[pa.Table, np.ndarray]:
     n = bars.num_rows
     if n == 0:
         return bars, np.zeros(1, dtype=np.int64)
-    symbol = bars.column("symbol").combine_chunks()
-    codes = pc.dictionary_encode(symbol).indices.to_numpy(zero_copy_only=False)
+    symbol = pc.fill_null(bars.column("symbol").combine_chunks(), "")
     times = bars.column("ts").combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
-    same = codes[1:] == codes[:-1]
-    if np.any(np.diff(codes) < 0) or np.any(same & (times[1:] <= times[:-1])):
+    starts, same, grouped = _runs(symbol, times)
+    if not grouped:
+        codes = pc.dictionary_encode(symbol).indices.to_numpy(zero_copy_only=False)
         order = np.lexsort((times, codes))
         bars = bars.take(order)
-        codes = codes[order]
+        symbol = symbol.take(order)
         times = times[order]
-        same = codes[1:] == codes[:-1]
+        starts, same, _ = _runs(symbol, times)
     repeated = np.flatnonzero(same & (times[1:] == times[:-1])) + 1
     if repeated.size:
         row = int(repeated[0])
@@ -153,5 +161,15 @@ def _group_by_symbol(bars: pa.Table) -> tuple[pa.Table, np.ndarray]:
             f"{bars.column('ts')[row].as_py()}) ({repeated.size} repeated row(s)); "
             "deduplicate before computing features"
         )
-    new_symbol = np.flatnonzero(~same) + 1
-    return bars, np.concatenate(([0], new_symbol, [n])).astype(np.int64)
+    return bars, starts
+
+
+def _runs(symbol: pa.Array, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Runs of equal symbols: their offsets, each row's continuing flag, and whether whole.
+
+    Whole means each symbol has one run, in time order (repeated times are caught later).
+    """
+    same = pc.equal(symbol[1:], symbol[:-1]).to_numpy(zero_copy_only=False)
+    starts = np.concatenate(([0], np.flatnonzero(~same) + 1, [len(symbol)])).astype(np.int64)
+    whole = pc.count_distinct(symbol.take(starts[:-1])).as_py() == len(starts) - 1
+    return starts, same, whole and not np.any(same & (times[1:] < times[:-1]))

@@ -1,472 +1,698 @@
-"""The indicator arithmetic, written once as a per-bar state update and compiled with numba.
+"""The indicator arithmetic: one fused kernel per feature spec, generated and compiled with numba.
 
-Every feature is a small state machine: ``step`` takes one symbol's state vector and one bar
-and writes that bar's feature values. The batch engines run it along time for each symbol and
-the incremental engine runs it across symbols for each micro-batch; because both call the
-same compiled ``_step_bar``, they agree bit for bit, and the state vector is a plain float64
-array that can be saved and restored anywhere in a series.
+Every feature is a small state machine over a symbol's bars. For a spec, :func:`fused_kernel`
+writes the source of one function, ``advance(state, high, low, close, volume, out, first,
+last)``, that runs bars ``first..last-1`` of one symbol through every feature of the spec in
+one pass: each feature's running values (counts, sums, smoothed averages, ring positions) are
+read from the state vector into local variables once, kept in registers along the bars, and
+written back once at the end; only ring buffers (the windows' past inputs) stay in the state
+vector. Parameters are literals in the source, so each spec gets code specialised to it.
+
+The batch engines call ``advance`` once per symbol over its whole series
+(:func:`run_series`); the incremental engine calls the same ``advance`` once per bar of a
+micro-batch on that bar's symbol's state (:func:`run_rows`). Storing a float64 and loading it
+again is exact, so both give the same values bit for bit, and the state vector (the layout
+given beside each feature, the same as the earlier per-bar kernels') is the checkpoint format.
 
 The arithmetic follows TA-Lib's C code operation by operation (running sums added before and
 subtracted after each output, SMA seeds summed in order, Wilder smoothing as
 ``(prev * (n - 1) + x) / n``, ``TA_IS_ZERO`` thresholds) so values match TA-Lib to rounding.
 
-State layout (offsets are relative to the feature's slice of the state vector) is documented
-beside each feature. ``plan`` rows are ``(kind, state offset, output offset)``; ``params`` rows
-hold up to three parameters as floats.
+The generated source is written to a file named after its hash under :data:`CACHE_DIR` and
+imported from there, so numba's on-disk cache (``cache=True``) keeps the machine code across
+processes: a spec compiles once per machine, and every later process (Ray workers, Spark's
+Python workers) loads it. Each process also keeps its kernels in memory per plan.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+LOGRET, SMA, EMA, RSI, MACD, BBANDS, ATR, OBV, VOL, ZSCORE_CLOSE, ZSCORE_VOLUME, STOCH, ADX = range(
+    13
+)
+_ZERO = 1e-8  # TA-Lib's TA_IS_ZERO / TA_IS_ZERO_OR_NEG threshold
+
+CACHE_DIR = (
+    Path(
+        os.environ.get("NUMBA_CACHE_DIR")
+        or os.environ.get("XDG_CACHE_HOME")
+        or Path.home() / ".cache"
+    )
+    / "ray_apps_kernels"
+)
+"""Where generated kernel sources and numba's compiled code live.
+
+Under ``NUMBA_CACHE_DIR`` when set, else the user's cache folder; the system's temporary folder
+when that cannot be written.
+"""
+
+
+@dataclass
+class _Code:
+    """Lines of a feature's part of ``advance``: before the loop, per bar, after the loop."""
+
+    load: list[str] = field(default_factory=list)
+    step: list[str] = field(default_factory=list)
+    store: list[str] = field(default_factory=list)
+
+    def __add__(self, other: _Code) -> _Code:
+        return _Code(self.load + other.load, self.step + other.step, self.store + other.store)
+
+
+def _indent(lines: list[str], depth: int = 1) -> list[str]:
+    return ["    " * depth + line for line in lines]
+
+
+def _locals(p: str, base: int, names: dict[int, tuple[str, str]]) -> _Code:
+    """Scalars at ``state[base + offset]`` held in locals ``p + name`` (``int`` or ``float``)."""
+    load = [f"{p}{name} = {kind}(state[{base + at}])" for at, (name, kind) in names.items()]
+    store = [f"state[{base + at}] = {p}{name}" for at, (name, _) in names.items()]
+    return _Code(load=load, store=store)
+
+
+def _advance_ring(p: str, n: int) -> list[str]:
+    return [f"{p}pos += 1", f"if {p}pos == {n}:", f"    {p}pos = 0"]
+
+
+# ---- windowed primitives -------------------------------------------------------------------
+def _sum_window(p: str, base: int, n: int, x: str, result: str) -> _Code:
+    """SMA of ``x``; state ``[count, running total, ring position, ring[n]]``."""
+    ring = base + 3
+    code = _locals(p, base, {0: ("count", "int"), 1: ("total", "float"), 2: ("pos", "int")})
+    code.step = [
+        f"{p}count += 1",
+        f"state[{ring} + {p}pos] = {x}",
+        f"{p}total += {x}",
+        *_advance_ring(p, n),
+        f"if {p}count >= {n}:",
+        f"    {result} = {p}total * {1.0 / n!r}",
+        f"    {p}total -= state[{ring} + {p}pos]",
+        "else:",
+        f"    {result} = NAN",
+    ]
+    return code
+
+
+def _variance_window(
+    p: str, base: int, n: int, x: str, mean: str, var: str, mirrors: tuple[int, ...] = ()
+) -> _Code:
+    """Mean and population variance of ``x``.
+
+    State ``[count, sum, sum of squares, ring position, ring[n]]``, kept at ``base`` and
+    copied to each of ``mirrors`` (features of the spec with the same window).
+    """
+    ring = base + 4
+    names = {0: ("count", "int"), 1: ("s1", "float"), 2: ("s2", "float"), 3: ("pos", "int")}
+    code = _locals(p, base, names)
+    for mirror in mirrors:
+        code.store += _locals(p, mirror, names).store
+    code.step = [
+        f"{p}count += 1",
+        f"state[{ring} + {p}pos] = {x}",
+        *(f"state[{mirror + 4} + {p}pos] = {x}" for mirror in mirrors),
+        f"{p}s1 += {x}",
+        f"{p}s2 += {x} * {x}",
+        *_advance_ring(p, n),
+        f"if {p}count >= {n}:",
+        f"    {mean} = {p}s1 * {1.0 / n!r}",
+        f"    {var} = {p}s2 * {1.0 / n!r} - {mean} * {mean}",
+        f"    {p}old = state[{ring} + {p}pos]",
+        f"    {p}s1 -= {p}old",
+        f"    {p}s2 -= {p}old * {p}old",
+        "else:",
+        f"    {mean} = NAN",
+        f"    {var} = NAN",
+    ]
+    return code
+
+
+@dataclass
+class _Shared:
+    """Values that several features of a spec compute alike, computed once per bar.
+
+    Attributes:
+        bases: each variance window over a bar input (``c`` or ``v``), as ``(input, n)`` ->
+            the state offsets of the features using it, the first of which (the leader)
+            computes it.
+        prefixes: the leader's local-name prefix per window.
+        log_return: the local holding ``log(close / previous close)`` (1-bar log return and
+            realized volatility) once a feature computes it; empty before.
+    """
+
+    bases: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    prefixes: dict[tuple[str, int], str] = field(default_factory=dict)
+    log_return: str = ""
+
+    def log_return_line(self, p: str, previous_close: str) -> tuple[str, str]:
+        """A line computing the 1-bar log return, and the local holding it.
+
+        The line is ``pass`` when an earlier feature computes it; the value is valid from a
+        symbol's second bar.
+        """
+        if self.log_return:
+            return "pass", self.log_return
+        self.log_return = f"{p}lr"
+        return f"{p}lr = log_ratio(c / {previous_close})", self.log_return
+
+    def add(self, x: str, n: int, base: int, p: str) -> None:
+        """Records that the feature at ``base`` (prefix ``p``) uses the window."""
+        self.prefixes.setdefault((x, n), p)
+        self.bases.setdefault((x, n), []).append(base)
+
+    def window(self, x: str, n: int, base: int) -> tuple[_Code, str, str]:
+        """The feature's code for the window, and the locals holding its mean and variance.
+
+        Only the leader computes the window; the others read the leader's locals.
+        """
+        p = self.prefixes[(x, n)] + "w"
+        leader, *mirrors = self.bases[(x, n)]
+        mean, var = f"{p}mean", f"{p}var"
+        if base != leader:
+            return _Code(), mean, var
+        return _variance_window(p, leader, n, x, mean, var, tuple(mirrors)), mean, var
+
+
+def _ema(p: str, base: int, n: int, seed_at: int, x: str, result: str) -> _Code:
+    """EMA seeded by the mean of the n values ending at input number ``seed_at``.
+
+    TA-Lib seeds a standalone EMA at input n; MACD seeds its fast EMA where the slow one
+    starts. State ``[count, value, ring position, ring[n]]``.
+    """
+    ring = base + 3
+    code = _locals(p, base, {0: ("count", "int"), 1: ("value", "float"), 2: ("pos", "int")})
+    code.step = [
+        f"{p}count += 1",
+        f"if {p}count > {seed_at}:",
+        f"    {p}value = ({x} - {p}value) * {2.0 / (n + 1)!r} + {p}value",
+        f"    {result} = {p}value",
+        "else:",
+        f"    state[{ring} + {p}pos] = {x}",
+        *_indent(_advance_ring(p, n)),
+        f"    if {p}count < {seed_at}:",
+        f"        {result} = NAN",
+        "    else:",
+        f"        {p}seed = 0.0",
+        f"        for _ in range({n}):  # oldest first, as TA-Lib sums its seed",
+        f"            {p}seed += state[{ring} + {p}pos]",
+        *_indent(_advance_ring(p, n), 3),
+        f"        {p}value = {p}seed * {1.0 / n!r}",
+        f"        {result} = {p}value",
+    ]
+    return code
+
+
+def _true_range(p: str, prev_close: str) -> list[str]:
+    return [
+        f"{p}tr = h - lo",
+        f"{p}up = abs(h - {prev_close})",
+        f"if {p}up > {p}tr:",
+        f"    {p}tr = {p}up",
+        f"{p}down = abs(lo - {prev_close})",
+        f"if {p}down > {p}tr:",
+        f"    {p}tr = {p}down",
+    ]
+
+
+# ---- features: (prefix, state offset, output offset, parameters) -> code ----------------------
+def _logret(p: str, s: int, o: int, k: int, *, shared: _Shared) -> _Code:
+    """``[count, ring position, ring[k]]`` of closes."""
+    code = _locals(p, s, {0: ("count", "int"), 1: ("pos", "int")})
+    previous = f"state[{s + 2} + {p}pos]"
+    line, value = (
+        shared.log_return_line(p, previous) if k == 1 else ("pass", f"log_ratio(c / {previous})")
+    )
+    code.step = [
+        f"{p}count += 1",
+        f"if {p}count > {k}:",
+        f"    {line}",
+        f"    out[t, {o}] = {value}",
+        "else:",
+        f"    out[t, {o}] = NAN",
+        f"state[{s + 2} + {p}pos] = c",
+        *_advance_ring(p, k),
+    ]
+    return code
+
+
+def _sma(p: str, s: int, o: int, n: int) -> _Code:
+    code = _sum_window(p, s, n, "c", f"{p}out")
+    code.step.append(f"out[t, {o}] = {p}out")
+    return code
+
+
+def _ema_feature(p: str, s: int, o: int, n: int) -> _Code:
+    code = _ema(p, s, n, n, "c", f"{p}out")
+    code.step.append(f"out[t, {o}] = {p}out")
+    return code
+
+
+def _rsi(p: str, s: int, o: int, n: int) -> _Code:
+    """``[count, previous close, average gain, average loss]``."""
+    names = {0: ("count", "int"), 1: ("prev", "float"), 2: ("gain", "float"), 3: ("loss", "float")}
+    code = _locals(p, s, names)
+    code.step = [
+        f"{p}count += 1",
+        f"out[t, {o}] = NAN",
+        f"if {p}count == 1:",
+        f"    {p}prev = c",
+        "else:",
+        f"    {p}diff = c - {p}prev",
+        f"    {p}prev = c",
+        f"    if {p}count > {n + 1}:",
+        f"        {p}gain *= {float(n - 1)!r}",
+        f"        {p}loss *= {float(n - 1)!r}",
+        f"    if {p}diff < 0:",
+        f"        {p}loss -= {p}diff",
+        "    else:",
+        f"        {p}gain += {p}diff",
+        f"    if {p}count >= {n + 1}:",
+        f"        {p}gain *= {1.0 / n!r}",
+        f"        {p}loss *= {1.0 / n!r}",
+        f"        {p}sum = {p}gain + {p}loss",
+        f"        if -ZERO < {p}sum < ZERO:",
+        f"            out[t, {o}] = 0.0",
+        "        else:",
+        f"            out[t, {o}] = 100.0 * ({p}gain / {p}sum)",
+    ]
+    return code
+
+
+def _macd(p: str, s: int, o: int, fast: int, slow: int, signal: int) -> _Code:
+    """Fast EMA ``[0, 3 + fast)``, slow EMA ``[3 + fast, 6 + fast + slow)``, signal EMA after."""
+    fast_ema = _ema(p + "f", s, fast, slow, "c", f"{p}fast")
+    slow_ema = _ema(p + "s", s + 3 + fast, slow, slow, "c", f"{p}slow")
+    signal_ema = _ema(p + "g", s + 6 + fast + slow, signal, signal, f"{p}line", f"{p}signal")
+    code = fast_ema + slow_ema
+    code.load += signal_ema.load
+    code.store += signal_ema.store
+    code.step += [
+        f"out[t, {o}] = out[t, {o + 1}] = out[t, {o + 2}] = NAN",
+        f"if not math.isnan({p}slow):",
+        f"    {p}line = {p}fast - {p}slow",
+        *_indent(signal_ema.step),
+        f"    if not math.isnan({p}signal):",
+        f"        out[t, {o}] = {p}line",
+        f"        out[t, {o + 1}] = {p}signal",
+        f"        out[t, {o + 2}] = {p}line - {p}signal",
+    ]
+    return code
+
+
+def _bbands(p: str, s: int, o: int, n: int, k: float, *, shared: _Shared) -> _Code:
+    """A variance window; outputs upper, middle, lower, %B, bandwidth."""
+    code, middle, var = shared.window("c", n, s)
+    code.step += [
+        f"{p}middle = {middle}",
+        f"{p}var = {var}",
+        f"if math.isnan({p}middle):",
+        *(f"    out[t, {o + i}] = NAN" for i in range(5)),
+        "else:",
+        f"    {p}std = math.sqrt({p}var) if {p}var >= ZERO else 0.0",
+        f"    {p}width = {p}std * {float(k)!r}",
+        f"    {p}upper = {p}middle + {p}width",
+        f"    {p}lower = {p}middle - {p}width",
+        f"    out[t, {o}] = {p}upper",
+        f"    out[t, {o + 1}] = {p}middle",
+        f"    out[t, {o + 2}] = {p}lower",
+        f"    if {p}upper > {p}lower:",
+        f"        out[t, {o + 3}] = (c - {p}lower) / ({p}upper - {p}lower)",
+        "    else:",
+        f"        out[t, {o + 3}] = NAN",
+        f"    if {p}middle != 0.0:",
+        f"        out[t, {o + 4}] = ({p}upper - {p}lower) / {p}middle",
+        "    else:",
+        f"        out[t, {o + 4}] = NAN",
+    ]
+    return code
+
+
+def _atr(p: str, s: int, o: int, n: int) -> _Code:
+    """``[count, previous close, average true range]``."""
+    code = _locals(p, s, {0: ("count", "int"), 1: ("prev", "float"), 2: ("atr", "float")})
+    code.step = [
+        f"{p}count += 1",
+        f"out[t, {o}] = NAN",
+        f"if {p}count == 1:",
+        f"    {p}prev = c",
+        "else:",
+        *_indent(_true_range(p, f"{p}prev")),
+        f"    {p}prev = c",
+        f"    if {p}count <= {n + 1}:",
+        f"        {p}atr += {p}tr",
+        f"        if {p}count == {n + 1}:",
+        f"            {p}atr *= {1.0 / n!r}",
+        f"            out[t, {o}] = {p}atr",
+        "    else:",
+        f"        {p}atr = ({p}atr * {float(n - 1)!r} + {p}tr) * {1.0 / n!r}",
+        f"        out[t, {o}] = {p}atr",
+    ]
+    return code
+
+
+def _obv(p: str, s: int, o: int) -> _Code:
+    """``[count, previous close, on-balance volume]``."""
+    code = _locals(p, s, {0: ("count", "int"), 1: ("prev", "float"), 2: ("obv", "float")})
+    code.step = [
+        f"{p}count += 1",
+        f"if {p}count == 1:",
+        f"    {p}obv = v",
+        f"elif c > {p}prev:",
+        f"    {p}obv += v",
+        f"elif c < {p}prev:",
+        f"    {p}obv -= v",
+        f"{p}prev = c",
+        f"out[t, {o}] = {p}obv",
+    ]
+    return code
+
+
+def _vol(p: str, s: int, o: int, n: int, *, shared: _Shared) -> _Code:
+    """``[count, previous close]`` then a variance window over 1-bar log returns."""
+    code = _locals(p, s, {0: ("count", "int"), 1: ("prev", "float")})
+    window = _variance_window(p + "w", s + 2, n, f"{p}ret", f"{p}mean", f"{p}var")
+    code.load += window.load
+    code.store += window.store
+    line, value = shared.log_return_line(p, f"{p}last")
+    code.step = [
+        f"{p}count += 1",
+        f"{p}last = {p}prev",
+        f"{p}prev = c",
+        f"out[t, {o}] = NAN",
+        f"if {p}count != 1:",
+        f"    {line}",
+        f"    {p}ret = {value}",
+        *_indent(window.step),
+        f"    if not math.isnan({p}var):",
+        f"        out[t, {o}] = math.sqrt({p}var) if {p}var > 0.0 else 0.0",
+    ]
+    return code
+
+
+def _zscore(x: str) -> Callable[[str, int, int, int], _Code]:
+    def zscore(p: str, s: int, o: int, n: int, *, shared: _Shared) -> _Code:
+        """A variance window; undefined (NaN) while the window is flat."""
+        code, mean, var = shared.window(x, n, s)
+        code.step += [
+            f"if {var} >= ZERO:",
+            f"    out[t, {o}] = ({x} - {mean}) / math.sqrt({var})",
+            "else:",
+            f"    out[t, {o}] = NAN",
+        ]
+        return code
+
+    return zscore
+
+
+def _extreme(p: str, ring: int, n: int, x: str, name: str, cmp: str) -> list[str]:
+    """Highest (``cmp`` ``>=``) or lowest (``<=``) of the window.
+
+    Rescanned only when the current one leaves the window.
+    """
+    return [
+        f"if {p}count == 1 or {x} {cmp} {p}{name}:",
+        f"    {p}{name} = {x}",
+        f"    {p}{name}_at = {p}count",
+        f"elif {p}{name}_at <= {p}count - {n}:",
+        f"    {p}{name} = state[{ring} + {p}pos]",
+        f"    {p}{name}_at = {p}count - {n - 1}",
+        f"    for j in range({p}pos + 1, {n}):  # oldest to newest: the ring's two runs",
+        f"        if state[{ring} + j] {cmp} {p}{name}:",
+        f"            {p}{name} = state[{ring} + j]",
+        f"            {p}{name}_at = {p}count - {n - 1} + j - {p}pos",
+        f"    for j in range({p}pos):",
+        f"        if state[{ring} + j] {cmp} {p}{name}:",
+        f"            {p}{name} = state[{ring} + j]",
+        f"            {p}{name}_at = {p}count + 1 + j - {p}pos",
+    ]
+
+
+def _stoch(p: str, s: int, o: int, n: int, smooth: int) -> _Code:
+    """Slow stochastic.
+
+    State ``[count, ring position, highest, its bar, lowest, its bar, highs[n], lows[n]]``,
+    then the slow-%K and %D sum windows.
+    """
+    names = {
+        0: ("count", "int"),
+        1: ("pos", "int"),
+        2: ("high", "float"),
+        3: ("high_at", "int"),
+        4: ("low", "float"),
+        5: ("low_at", "int"),
+    }
+    code = _locals(p, s, names)
+    base = s + 6 + 2 * n
+    slow_k = _sum_window(p + "k", base, smooth, f"{p}fast_k", f"{p}slow_k")
+    slow_d = _sum_window(p + "d", base + 3 + smooth, smooth, f"{p}slow_k", f"{p}slow_d")
+    for part in (slow_k, slow_d):
+        code.load += part.load
+        code.store += part.store
+    code.step = [
+        f"{p}count += 1",
+        f"state[{s + 6} + {p}pos] = h",
+        f"state[{s + 6 + n} + {p}pos] = lo",
+        *_advance_ring(p, n),
+        *_extreme(p, s + 6, n, "h", "high", ">="),
+        *_extreme(p, s + 6 + n, n, "lo", "low", "<="),
+        f"out[t, {o}] = out[t, {o + 1}] = NAN",
+        f"if {p}count >= {n}:",
+        f"    {p}range = ({p}high - {p}low) * 0.01",
+        f"    {p}fast_k = (c - {p}low) / {p}range if {p}range != 0.0 else 0.0",
+        *_indent(slow_k.step),
+        f"    if not math.isnan({p}slow_k):",
+        *_indent(slow_d.step, 2),
+        f"        if not math.isnan({p}slow_d):",
+        f"            out[t, {o}] = {p}slow_k",
+        f"            out[t, {o + 1}] = {p}slow_d",
+    ]
+    return code
+
+
+def _adx(p: str, s: int, o: int, n: int) -> _Code:
+    """``[count, prev high, prev low, prev close, +DM, -DM, TR, sum of DX, ADX]``."""
+    names = {
+        0: ("count", "int"),
+        1: ("ph", "float"),
+        2: ("pl", "float"),
+        3: ("pc", "float"),
+        4: ("pdm", "float"),
+        5: ("mdm", "float"),
+        6: ("trs", "float"),
+        7: ("dxs", "float"),
+        8: ("adx", "float"),
+    }
+    code = _locals(p, s, names)
+    code.step = [
+        f"{p}count += 1",
+        f"out[t, {o}] = NAN",
+        f"if {p}count == 1:",
+        f"    {p}ph = h",
+        f"    {p}pl = lo",
+        f"    {p}pc = c",
+        "else:",
+        f"    {p}diff_p = h - {p}ph",
+        f"    {p}diff_m = {p}pl - lo",
+        f"    {p}ph = h",
+        f"    {p}pl = lo",
+        *_indent(_true_range(p, f"{p}pc")),
+        f"    {p}pc = c",
+        f"    if {p}count > {n}:",
+        f"        {p}mdm -= {p}mdm * {1.0 / n!r}",
+        f"        {p}pdm -= {p}pdm * {1.0 / n!r}",
+        f"    if {p}diff_m > 0 and {p}diff_p < {p}diff_m:",
+        f"        {p}mdm += {p}diff_m",
+        f"    elif {p}diff_p > 0 and {p}diff_p > {p}diff_m:",
+        f"        {p}pdm += {p}diff_p",
+        f"    if {p}count <= {n}:",
+        f"        {p}trs += {p}tr",
+        "    else:",
+        f"        {p}trs = {p}trs - {p}trs * {1.0 / n!r} + {p}tr",
+        f"        {p}dx = NAN",
+        f"        if not (-ZERO < {p}trs < ZERO):",
+        f"            {p}minus_di = 100.0 * ({p}mdm / {p}trs)",
+        f"            {p}plus_di = 100.0 * ({p}pdm / {p}trs)",
+        f"            {p}di_sum = {p}minus_di + {p}plus_di",
+        f"            if not (-ZERO < {p}di_sum < ZERO):",
+        f"                {p}dx = 100.0 * (abs({p}minus_di - {p}plus_di) / {p}di_sum)",
+        f"        if {p}count <= {2 * n}:",
+        f"            if not math.isnan({p}dx):",
+        f"                {p}dxs += {p}dx",
+        f"            if {p}count == {2 * n}:",
+        f"                {p}adx = {p}dxs * {1.0 / n!r}",
+        f"                out[t, {o}] = {p}adx",
+        "        else:",
+        f"            if not math.isnan({p}dx):",
+        f"                {p}adx = ({p}adx * {float(n - 1)!r} + {p}dx) * {1.0 / n!r}",
+        f"            out[t, {o}] = {p}adx",
+    ]
+    return code
+
+
+_FEATURES: dict[int, tuple[Callable[..., _Code], int]] = {
+    LOGRET: (_logret, 1),
+    SMA: (_sma, 1),
+    EMA: (_ema_feature, 1),
+    RSI: (_rsi, 1),
+    MACD: (_macd, 3),
+    BBANDS: (_bbands, 2),
+    ATR: (_atr, 1),
+    OBV: (_obv, 0),
+    VOL: (_vol, 1),
+    ZSCORE_CLOSE: (_zscore("c"), 1),
+    ZSCORE_VOLUME: (_zscore("v"), 1),
+    STOCH: (_stoch, 2),
+    ADX: (_adx, 1),
+}
+"""Each kind's code generator and how many of its plan parameters it takes."""
+_FLOAT_PARAMS = {BBANDS: (1,)}  # parameters that are not whole numbers (Bollinger's k)
+_WINDOW_INPUT = {BBANDS: "c", ZSCORE_CLOSE: "c", ZSCORE_VOLUME: "v"}  # kinds sharing windows
+_SHARING = {*_WINDOW_INPUT, LOGRET, VOL}  # kinds whose generators take the spec's _Shared
+
+_LOG_SERIES = "(1.0 + z * (" + " + z * (".join(repr(1.0 / k) for k in range(3, 23, 2)) + ")" * 11
+"""1 + z/3 + z**2/5 + ... + z**10/21 by Horner's rule: 2 s times it is 2 atanh(s) = log(x)."""
+
+_TEMPLATE = '''"""Generated by ray_apps.features.kernels for one feature plan; do not edit."""
 import math
 
 import numpy as np
 from numba import njit
 
-LOGRET, SMA, EMA, RSI, MACD, BBANDS, ATR, OBV, VOL, ZSCORE_CLOSE, ZSCORE_VOLUME, STOCH, ADX = (
-    range(13)
-)
-_ZERO = 1e-8  # TA-Lib's TA_IS_ZERO / TA_IS_ZERO_OR_NEG threshold
-_NAN = np.nan
+NAN = np.nan
+ZERO = {zero!r}
 
 
-@njit(cache=True, inline="always")
-def _is_zero(value: float) -> bool:
-    return -_ZERO < value < _ZERO
+@njit(cache=True, inline="always", error_model="numpy")
+def log_ratio(x):
+    """log(x), inline for the ratios of nearby prices (no call, so no registers spilled)."""
+    if 0.7 < x < 1.4:  # 2 atanh(s), |s| < 1/6: the series to s**21 is exact to rounding
+        s = (x - 1.0) / (x + 1.0)
+        z = s * s
+        return 2.0 * s * {log_series}
+    return math.log(x)
 
 
-@njit(cache=True, inline="always")
-def _true_range(high: float, low: float, prev_close: float) -> float:
-    out = high - low
-    up = abs(high - prev_close)
-    if up > out:
-        out = up
-    down = abs(low - prev_close)
-    if down > out:
-        out = down
-    return out
+@njit(cache=True, nogil=True, error_model="numpy")
+def advance(state, high, low, close, volume, out, first, last):
+    """Runs bars first..last-1 of one symbol through every feature, from and to ``state``."""
+{load}
+    for t in range(first, last):
+        h = high[t]
+        lo = low[t]
+        c = close[t]
+        v = volume[t]
+{step}
+{store}
 
 
-@njit(cache=True, inline="always")
-def _next(pos: int, n: int) -> int:
-    pos += 1
-    return 0 if pos == n else pos
+@njit(cache=True, nogil=True, error_model="numpy")
+def series(starts, high, low, close, volume, out):
+    """Each run ``starts[i]..starts[i + 1]-1`` from a fresh state."""
+    state = np.zeros({state_size})
+    for s in range(starts.shape[0] - 1):
+        state[:] = 0.0
+        advance(state, high, low, close, volume, out, starts[s], starts[s + 1])
 
 
-# ---- windowed primitives -------------------------------------------------------------------
-# sum window, size 3 + n: [count, running total, ring position, ring[n]]
-@njit(cache=True, inline="always")
-def _sma_push(st: np.ndarray, n: int, x: float) -> float:
-    count = st[0] + 1.0
-    st[0] = count
-    pos = int(st[2])
-    st[3 + pos] = x
-    total = st[1] + x
-    out = _NAN
-    if count >= n:
-        out = total / n
-        total -= st[3 + _next(pos, n)]
-    st[1] = total
-    st[2] = _next(pos, n)
-    return out
+@njit(cache=True, nogil=True, error_model="numpy")
+def rows(states, rows, high, low, close, volume, out):
+    """Bar t applied to the state of series rows[t], in order."""
+    for t in range(rows.shape[0]):
+        advance(states[rows[t]], high, low, close, volume, out, t, t + 1)
+'''
 
 
-# variance window, size 4 + n: [count, sum, sum of squares, ring position, ring[n]]
-@njit(cache=True, inline="always")
-def _var_push(st: np.ndarray, n: int, x: float) -> tuple[float, float]:
-    count = st[0] + 1.0
-    st[0] = count
-    pos = int(st[3])
-    st[4 + pos] = x
-    s1 = st[1] + x
-    s2 = st[2] + x * x
-    mean = _NAN
-    var = _NAN
-    if count >= n:
-        mean = s1 / n
-        var = s2 / n - mean * mean
-        old = st[4 + _next(pos, n)]
-        s1 -= old
-        s2 -= old * old
-    st[1] = s1
-    st[2] = s2
-    st[3] = _next(pos, n)
-    return mean, var
+def kernel_source(plan: np.ndarray, params: np.ndarray, state_size: int) -> str:
+    """The Python source of the fused kernel module for a compiled plan.
+
+    Args:
+        plan: int64 rows ``(kind, state offset, output offset)``.
+        params: float64 rows of the features' parameters.
+        state_size: floats of state per symbol.
+    """
+    features = []
+    shared = _Shared()
+    for i, ((kind, state, output), values) in enumerate(zip(plan.tolist(), params, strict=True)):
+        floats = _FLOAT_PARAMS.get(kind, ())
+        args = [
+            float(values[j]) if j in floats else int(values[j]) for j in range(_FEATURES[kind][1])
+        ]
+        features.append((kind, f"f{i}_", state, output, args))
+        if kind in _WINDOW_INPUT:
+            shared.add(_WINDOW_INPUT[kind], args[0], state, f"f{i}_")
+    code = _Code()
+    for kind, prefix, state, output, args in features:
+        options = {"shared": shared} if kind in _SHARING else {}
+        code += _FEATURES[kind][0](prefix, state, output, *args, **options)
+    return _TEMPLATE.format(
+        zero=_ZERO,
+        load="\n".join(_indent(code.load)),
+        step="\n".join(_indent(code.step, 2)),
+        store="\n".join(_indent(code.store)),
+        state_size=state_size,
+        log_series=_LOG_SERIES,
+    )
 
 
-# EMA seeded by the mean of the n values ending at input number `seed_at` (TA-Lib seeds a
-# standalone EMA at input n; MACD seeds its fast EMA where the slow one starts).
-# size 3 + n: [count, value, ring position, ring[n]]
-@njit(cache=True, inline="always")
-def _ema_push(st: np.ndarray, n: int, seed_at: int, x: float) -> float:
-    count = st[0] + 1.0
-    st[0] = count
-    if count > seed_at:
-        value = (x - st[1]) * (2.0 / (n + 1)) + st[1]
-        st[1] = value
-        return value
-    pos = int(st[2])
-    st[3 + pos] = x
-    pos = _next(pos, n)
-    st[2] = pos
-    if count < seed_at:
-        return _NAN
-    total = 0.0
-    for _ in range(n):  # oldest first, as TA-Lib sums its seed
-        total += st[3 + pos]
-        pos = _next(pos, n)
-    value = total / n
-    st[1] = value
-    return value
+_compiled: dict[bytes, ModuleType] = {}
+_lock = threading.Lock()
 
 
-# ---- features -------------------------------------------------------------------------------
-# logret: [count, ring position, ring[k]] closes
-@njit(cache=True, inline="always")
-def _logret(st: np.ndarray, k: int, close: float, out: np.ndarray, o: int) -> None:
-    count = st[0] + 1.0
-    st[0] = count
-    pos = int(st[1])
-    out[o] = math.log(close / st[2 + pos]) if count > k else _NAN
-    st[2 + pos] = close
-    st[1] = _next(pos, k)
+def fused_kernel(plan: np.ndarray, params: np.ndarray, state_size: int) -> ModuleType:
+    """The compiled kernel module of a plan: ``advance``, ``series`` and ``rows``.
+
+    Kept in memory per plan; on disk (numba's cache) per source hash under :data:`CACHE_DIR`.
+    """
+    key = plan.tobytes() + params.tobytes() + state_size.to_bytes(8, "little")
+    module = _compiled.get(key)
+    if module is not None:
+        return module
+    with _lock:
+        module = _compiled.get(key)
+        if module is None:
+            module = _compiled[key] = _load(kernel_source(plan, params, state_size))
+    return module
 
 
-# rsi: [count, previous close, average gain, average loss]
-@njit(cache=True, inline="always")
-def _rsi(st: np.ndarray, n: int, close: float, out: np.ndarray, o: int) -> None:
-    count = st[0] + 1.0
-    st[0] = count
-    out[o] = _NAN
-    if count == 1.0:
-        st[1] = close
-        return
-    diff = close - st[1]
-    st[1] = close
-    gain = st[2]
-    loss = st[3]
-    if count > n + 1:
-        gain *= n - 1
-        loss *= n - 1
-    if diff < 0:
-        loss -= diff
-    else:
-        gain += diff
-    if count >= n + 1:
-        gain /= n
-        loss /= n
-        total = gain + loss
-        out[o] = 100.0 * (gain / total) if not _is_zero(total) else 0.0
-    st[2] = gain
-    st[3] = loss
+def _load(source: str) -> ModuleType:
+    """Imports ``source`` from a file named after its hash (written once, atomically)."""
+    name = "fused_" + hashlib.sha1(source.encode()).hexdigest()[:16]
+    try:
+        path = _write_once(CACHE_DIR, name, source)
+    except OSError:
+        path = _write_once(Path(tempfile.gettempdir()) / "ray_apps_kernels", name, source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # numba's cached code finds its globals by module name
+    spec.loader.exec_module(module)
+    return module
 
 
-# macd: fast EMA [0, 3 + fast), slow EMA [3 + fast, 6 + fast + slow), signal EMA after
-@njit(cache=True, inline="always")
-def _macd(
-    st: np.ndarray, fast: int, slow: int, signal: int, close: float, out: np.ndarray, o: int
-) -> None:
-    f = _ema_push(st[0 : 3 + fast], fast, slow, close)
-    s = _ema_push(st[3 + fast : 6 + fast + slow], slow, slow, close)
-    out[o] = out[o + 1] = out[o + 2] = _NAN
-    if math.isnan(s):
-        return
-    line = f - s
-    sig = _ema_push(st[6 + fast + slow : 9 + fast + slow + signal], signal, signal, line)
-    if not math.isnan(sig):
-        out[o] = line
-        out[o + 1] = sig
-        out[o + 2] = line - sig
+def _write_once(folder: Path, name: str, source: str) -> Path:
+    """``folder/name.py`` holding ``source``, written once (numba's cache keys on its time).
+
+    Written to a temporary name and renamed, so a concurrent reader sees all of it or nothing.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.py"
+    if not path.exists():
+        partial = folder / f"{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        partial.write_text(source)
+        os.replace(partial, path)
+    return path
 
 
-# bbands: a variance window; outputs upper, middle, lower, %B, bandwidth
-@njit(cache=True, inline="always")
-def _bbands(st: np.ndarray, n: int, k: float, close: float, out: np.ndarray, o: int) -> None:
-    middle, var = _var_push(st, n, close)
-    if math.isnan(middle):
-        for i in range(5):
-            out[o + i] = _NAN
-        return
-    std = math.sqrt(var) if var >= _ZERO else 0.0
-    width = std * k
-    upper = middle + width
-    lower = middle - width
-    out[o] = upper
-    out[o + 1] = middle
-    out[o + 2] = lower
-    out[o + 3] = (close - lower) / (upper - lower) if upper > lower else _NAN
-    out[o + 4] = (upper - lower) / middle if middle != 0.0 else _NAN
-
-
-# atr: [count, previous close, average true range]
-@njit(cache=True, inline="always")
-def _atr(
-    st: np.ndarray, n: int, high: float, low: float, close: float, out: np.ndarray, o: int
-) -> None:
-    count = st[0] + 1.0
-    st[0] = count
-    out[o] = _NAN
-    if count == 1.0:
-        st[1] = close
-        return
-    tr = _true_range(high, low, st[1])
-    st[1] = close
-    if count <= n + 1:
-        st[2] += tr
-        if count == n + 1:
-            st[2] /= n
-            out[o] = st[2]
-    else:
-        st[2] = (st[2] * (n - 1) + tr) / n
-        out[o] = st[2]
-
-
-# obv: [count, previous close, on-balance volume]
-@njit(cache=True, inline="always")
-def _obv(st: np.ndarray, close: float, volume: float, out: np.ndarray, o: int) -> None:
-    count = st[0] + 1.0
-    st[0] = count
-    if count == 1.0:
-        st[2] = volume
-    elif close > st[1]:
-        st[2] += volume
-    elif close < st[1]:
-        st[2] -= volume
-    st[1] = close
-    out[o] = st[2]
-
-
-# vol: [count, previous close] then a variance window over 1-bar log returns
-@njit(cache=True, inline="always")
-def _vol(st: np.ndarray, n: int, close: float, out: np.ndarray, o: int) -> None:
-    count = st[0] + 1.0
-    st[0] = count
-    prev = st[1]
-    st[1] = close
-    out[o] = _NAN
-    if count == 1.0:
-        return
-    _, var = _var_push(st[2:], n, math.log(close / prev))
-    if not math.isnan(var):
-        out[o] = math.sqrt(var) if var > 0.0 else 0.0
-
-
-# z-score of one input: a variance window; undefined (NaN) while the window is flat
-@njit(cache=True, inline="always")
-def _zscore(st: np.ndarray, n: int, x: float, out: np.ndarray, o: int) -> None:
-    mean, var = _var_push(st, n, x)
-    out[o] = (x - mean) / math.sqrt(var) if var >= _ZERO else _NAN
-
-
-# stoch: [count, ring position, highest, its bar, lowest, its bar, highs[n], lows[n]], then
-# slow-%K and %D sum windows. The extremes are rescanned only when they leave the window.
-@njit(cache=True, inline="always")
-def _stoch(
-    st: np.ndarray,
-    n: int,
-    smooth: int,
-    high: float,
-    low: float,
-    close: float,
-    out: np.ndarray,
-    o: int,
-) -> None:
-    count = st[0] + 1.0
-    st[0] = count
-    pos = int(st[1])
-    st[6 + pos] = high
-    st[6 + n + pos] = low
-    pos = _next(pos, n)
-    st[1] = pos
-    if count == 1.0 or high >= st[2]:
-        st[2] = high
-        st[3] = count
-    elif st[3] <= count - n:
-        st[2] = st[6 + pos]
-        st[3] = count - n + 1
-        for i in range(1, n):
-            value = st[6 + (pos + i if pos + i < n else pos + i - n)]
-            if value >= st[2]:
-                st[2] = value
-                st[3] = count - n + 1 + i
-    if count == 1.0 or low <= st[4]:
-        st[4] = low
-        st[5] = count
-    elif st[5] <= count - n:
-        st[4] = st[6 + n + pos]
-        st[5] = count - n + 1
-        for i in range(1, n):
-            value = st[6 + n + (pos + i if pos + i < n else pos + i - n)]
-            if value <= st[4]:
-                st[4] = value
-                st[5] = count - n + 1 + i
-    out[o] = out[o + 1] = _NAN
-    if count < n:
-        return
-    lowest = st[4]
-    diff = (st[2] - lowest) / 100.0
-    fast_k = (close - lowest) / diff if diff != 0.0 else 0.0
-    base = 6 + 2 * n
-    slow_k = _sma_push(st[base : base + 3 + smooth], smooth, fast_k)
-    if math.isnan(slow_k):
-        return
-    slow_d = _sma_push(st[base + 3 + smooth : base + 6 + 2 * smooth], smooth, slow_k)
-    if not math.isnan(slow_d):
-        out[o] = slow_k
-        out[o + 1] = slow_d
-
-
-# adx: [count, prev high, prev low, prev close, +DM, -DM, TR, sum of DX, ADX]
-@njit(cache=True, inline="always")
-def _adx(
-    st: np.ndarray, n: int, high: float, low: float, close: float, out: np.ndarray, o: int
-) -> None:
-    count = st[0] + 1.0
-    st[0] = count
-    out[o] = _NAN
-    if count == 1.0:
-        st[1] = high
-        st[2] = low
-        st[3] = close
-        return
-    diff_p = high - st[1]
-    diff_m = st[2] - low
-    st[1] = high
-    st[2] = low
-    tr = _true_range(high, low, st[3])
-    st[3] = close
-    plus_dm = st[4]
-    minus_dm = st[5]
-    if count > n:
-        minus_dm -= minus_dm / n
-        plus_dm -= plus_dm / n
-    if diff_m > 0 and diff_p < diff_m:
-        minus_dm += diff_m
-    elif diff_p > 0 and diff_p > diff_m:
-        plus_dm += diff_p
-    st[4] = plus_dm
-    st[5] = minus_dm
-    if count <= n:
-        st[6] += tr
-        return
-    st[6] = st[6] - st[6] / n + tr
-    dx = _NAN
-    if not _is_zero(st[6]):
-        minus_di = 100.0 * (minus_dm / st[6])
-        plus_di = 100.0 * (plus_dm / st[6])
-        total = minus_di + plus_di
-        if not _is_zero(total):
-            dx = 100.0 * (abs(minus_di - plus_di) / total)
-    if count <= 2 * n:
-        if not math.isnan(dx):
-            st[7] += dx
-        if count == 2 * n:
-            st[8] = st[7] / n
-            out[o] = st[8]
-        return
-    if not math.isnan(dx):
-        st[8] = (st[8] * (n - 1) + dx) / n
-    out[o] = st[8]
-
-
-# ---- drivers ----------------------------------------------------------------------------------
-@njit(cache=True, inline="always")
-def _step(
-    kind: int,
-    st: np.ndarray,
-    p: np.ndarray,
-    high: float,
-    low: float,
-    close: float,
-    volume: float,
-    out: np.ndarray,
-    o: int,
-) -> None:
-    """Advances one feature of one symbol by one bar."""
-    a = int(p[0])
-    if kind == LOGRET:
-        _logret(st, a, close, out, o)
-    elif kind == SMA:
-        out[o] = _sma_push(st, a, close)
-    elif kind == EMA:
-        out[o] = _ema_push(st, a, a, close)
-    elif kind == RSI:
-        _rsi(st, a, close, out, o)
-    elif kind == MACD:
-        _macd(st, a, int(p[1]), int(p[2]), close, out, o)
-    elif kind == BBANDS:
-        _bbands(st, a, p[1], close, out, o)
-    elif kind == ATR:
-        _atr(st, a, high, low, close, out, o)
-    elif kind == OBV:
-        _obv(st, close, volume, out, o)
-    elif kind == VOL:
-        _vol(st, a, close, out, o)
-    elif kind == ZSCORE_CLOSE:
-        _zscore(st, a, close, out, o)
-    elif kind == ZSCORE_VOLUME:
-        _zscore(st, a, volume, out, o)
-    elif kind == STOCH:
-        _stoch(st, a, int(p[1]), high, low, close, out, o)
-    elif kind == ADX:
-        _adx(st, a, high, low, close, out, o)
-
-
-@njit(cache=True)
-def _run_feature(
-    kind: int,
-    st: np.ndarray,
-    p: np.ndarray,
-    high: np.ndarray,
-    low: np.ndarray,
-    close: np.ndarray,
-    volume: np.ndarray,
-    out: np.ndarray,
-    o: int,
-) -> None:
-    """Runs one feature along one series; one loop per kind so each loop is specialised."""
-    t_end = close.shape[0]
-    if kind == LOGRET:
-        for t in range(t_end):
-            _step(LOGRET, st, p, high[t], low[t], close[t], volume[t], out[t], o)
-    elif kind == SMA:
-        for t in range(t_end):
-            _step(SMA, st, p, high[t], low[t], close[t], volume[t], out[t], o)
-    elif kind == EMA:
-        for t in range(t_end):
-            _step(EMA, st, p, high[t], low[t], close[t], volume[t], out[t], o)
-    elif kind == RSI:
-        for t in range(t_end):
-            _step(RSI, st, p, high[t], low[t], close[t], volume[t], out[t], o)
-    elif kind == MACD:
-        for t in range(t_end):
-            _step(MACD, st, p, high[t], low[t], close[t], volume[t], out[t], o)
-    elif kind == BBANDS:
-        for t in range(t_end):
-            _step(BBANDS, st, p, high[t], low[t], close[t], volume[t], out[t], o)
-    elif kind == ATR:
-        for t in range(t_end):
-            _step(ATR, st, p, high[t], low[t], close[t], volume[t], out[t], o)
-    elif kind == OBV:
-        for t in range(t_end):
-            _step(OBV, st, p, high[t], low[t], close[t], volume[t], out[t], o)
-    elif kind == VOL:
-        for t in range(t_end):
-            _step(VOL, st, p, high[t], low[t], close[t], volume[t], out[t], o)
-    elif kind == ZSCORE_CLOSE:
-        for t in range(t_end):
-            _step(ZSCORE_CLOSE, st, p, high[t], low[t], close[t], volume[t], out[t], o)
-    elif kind == ZSCORE_VOLUME:
-        for t in range(t_end):
-            _step(ZSCORE_VOLUME, st, p, high[t], low[t], close[t], volume[t], out[t], o)
-    elif kind == STOCH:
-        for t in range(t_end):
-            _step(STOCH, st, p, high[t], low[t], close[t], volume[t], out[t], o)
-    elif kind == ADX:
-        for t in range(t_end):
-            _step(ADX, st, p, high[t], low[t], close[t], volume[t], out[t], o)
-
-
-@njit(cache=True, nogil=True)
 def run_series(
     plan: np.ndarray,
     params: np.ndarray,
@@ -478,31 +704,22 @@ def run_series(
     volume: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    """Batch: runs each series ``[starts[i], starts[i + 1])`` from a fresh state.
+    """Batch: runs each series ``[starts[i], starts[i + 1])`` from a fresh state into ``out``.
 
-    Features keep separate state, so running one feature along the whole series before the
-    next does the same arithmetic as :func:`run_rows`, in a tighter loop.
+    Args:
+        plan: the plan's ``(kind, state offset, output offset)`` rows.
+        params: the plan's parameter rows.
+        state_size: floats of state per symbol.
+        starts: int64 offsets of each symbol's run of bars, then the number of bars.
+        high: high prices, float64.
+        low: low prices, float64.
+        close: close prices, float64.
+        volume: volumes, float64.
+        out: float64 ``(bars, columns)``, written in full.
     """
-    state = np.zeros(state_size)
-    for s in range(starts.shape[0] - 1):
-        a = starts[s]
-        b = starts[s + 1]
-        state[:] = 0.0
-        for f in range(plan.shape[0]):
-            _run_feature(
-                plan[f, 0],
-                state[plan[f, 1] :],
-                params[f],
-                high[a:b],
-                low[a:b],
-                close[a:b],
-                volume[a:b],
-                out[a:b],
-                plan[f, 2],
-            )
+    fused_kernel(plan, params, state_size).series(starts, high, low, close, volume, out)
 
 
-@njit(cache=True, nogil=True)
 def run_rows(
     plan: np.ndarray,
     params: np.ndarray,
@@ -514,18 +731,18 @@ def run_rows(
     volume: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    """Incremental: applies bar ``t`` to the state of series ``rows[t]``, in order."""
-    for t in range(rows.shape[0]):
-        state = states[rows[t]]
-        for f in range(plan.shape[0]):
-            _step(
-                plan[f, 0],
-                state[plan[f, 1] :],
-                params[f],
-                high[t],
-                low[t],
-                close[t],
-                volume[t],
-                out[t],
-                plan[f, 2],
-            )
+    """Incremental: applies bar ``t`` to the state ``states[rows[t]]``, in order.
+
+    Args:
+        plan: the plan's ``(kind, state offset, output offset)`` rows.
+        params: the plan's parameter rows.
+        states: float64 ``(symbols, state size)``, updated in place.
+        rows: int64 state row of each bar.
+        high: high prices, float64.
+        low: low prices, float64.
+        close: close prices, float64.
+        volume: volumes, float64.
+        out: float64 ``(bars, columns)``, written in full.
+    """
+    kernel = fused_kernel(plan, params, states.shape[1])
+    kernel.rows(states, rows, high, low, close, volume, out)

@@ -11,25 +11,29 @@ p50/p95/p99 ms and errors.
 
     python bench/serve.py [--symbols 500] [--requests 400] [--concurrency 1 8 32 64]
 
-Measured 2026-11-26, 2-core machine shared with four other engineers (load average 6-7),
-one run, --requests 300, ridge model, 500 symbols; req/s and p50 / p99 ms:
+Measured 2026-11-26 12:08, 2-core machine shared with another engineer's feature benchmark,
+one run, --requests 300, ridge model, 500 symbols; req/s and p50 / p99 ms. Both servers answer
+from the champion's last scoring of the universe (rescored on the online store's events): Serve
+from the ingress's copy of it (no call to the model replica), bare from its ModelServer.
 
     symbols clients   Serve                      bare FastAPI + uvicorn
-       1       1       31.7   29.3 /   67.4      138.0    6.6 /  17.5
-       1       8       68.6  111.8 /  213.9      189.3   40.7 /  78.9
-       1      32       75.4  386.6 /  818.2      171.4  182.4 / 227.1
-       1      64       71.9  798.9 / 1858.9      186.8  318.1 / 441.6
-     500       1       19.4   46.4 /  188.8       77.4   11.1 /  27.7
-     500       8       31.3  233.2 /  548.1       73.8   99.2 / 263.2
-     500      32       25.8 1077.1 / 2162.8       75.8  419.1 / 637.8
-     500      64       25.1 1757.5 / 5865.1       83.6  703.0 / 920.5
+       1       1       56.3   15.8 /   45.1      756.0    1.2 /    4.2
+       1       8      107.0   70.1 /  165.0      812.1    8.3 /   41.2
+       1      32      107.1  280.0 /  563.6      954.1   30.6 /   61.7
+       1      64      102.9  617.8 /  933.5      610.1   66.8 /  271.1
+     500       1       28.0   29.9 /  120.3      134.1    6.4 /   22.9
+     500       8       21.1  309.3 / 1252.5      137.0   49.5 /  209.6
+     500      32       28.3  996.9 / 2257.5       69.6  396.6 /  847.5
+     500      64       23.8 2421.7 / 4713.1      102.6  551.4 /  839.9
 
-Zero errors. Serve's peak is 40% of the bare peak with 1 symbol (75.4 / 189.3) and 37% with
-500 (31.3 / 83.6); the issue's aims (70%, p99 <= 25 ms at 8 clients) are missed on this box: a
-Serve request crosses three processes (HTTP proxy, ingress, model replica) where the bare
-server has one, and on 2 loaded cores each hop waits for a core. With the replicas' access
-logs on (the first run) the peak was 47.8 req/s (1 symbol) and 19.5 (500): they are off by
-default now (``serve.access_log``).
+Zero errors. Serve's peak is 11% of the bare peak with 1 symbol (107.1 / 954.1) and 21% with
+500 (28.3 / 137.0); the aims (70%, p99 <= 25 ms at 8 clients) are missed. Against the previous
+run (each request read Redis and called the model replica: Serve 75.4 and 31.3 req/s, bare 189.3
+and 83.6) Serve gained 42% with one symbol, and the bare server 5x: what is left in Serve is
+its own path, HTTP proxy -> ingress replica -> proxy, two processes and pickled hops on 2 busy
+cores. A trivial Serve app measured the same ceiling here (../shared/DESIGN.md: 145-218 req/s
+through the proxy, bare speed with ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1``): direct ingress is
+the next step for the aims, after its port on all interfaces is kept on loopback.
 """
 
 from __future__ import annotations

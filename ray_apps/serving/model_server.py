@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -98,13 +97,23 @@ class ModelServer:
         self.read_error: str | None = None
         self._changed = threading.Condition()
         self._refreshing = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
         self.refresh()
         if poll:
             for target, every_s, name in (
                 (self._poll, cfg.poll_s, f"poll-{role}"),
                 (self._follow, cfg.refresh_s, f"follow-{role}"),
             ):
-                threading.Thread(target=target, args=(every_s,), daemon=True, name=name).start()
+                thread = threading.Thread(target=target, args=(every_s,), daemon=True, name=name)
+                thread.start()
+                self._threads.append(thread)
+
+    def close(self) -> None:
+        """Stops the alias poller and the follower (a replica's end stops them too)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
 
     def refresh(self) -> ModelInfo:
         """Loads the alias's version if it moved (the previous one serves until then)."""
@@ -251,7 +260,7 @@ class ModelServer:
     def _follow(self, every_s: float) -> None:
         """Rescores on each batch event of the online store, and every ``every_s`` without."""
         after: str | None = None
-        while True:  # a daemon thread: it ends with the replica
+        while not self._stop.is_set():
             try:
                 if after is None:
                     after = self.store.last_event_id()
@@ -264,14 +273,13 @@ class ModelServer:
             except UserError as error:  # Redis down: requests report it; retry after a pause
                 self._keep(self.scored, f"online store: {error}")
                 after = None
-                time.sleep(every_s)
+                self._stop.wait(every_s)
             except Exception:  # the follower must outlive anything
                 log.exception("model %s@%s: rescoring failed", self.name, self.alias)
-                time.sleep(every_s)
+                self._stop.wait(every_s)
 
     def _poll(self, every_s: float) -> None:
-        while True:  # a daemon thread: it ends with the replica
-            time.sleep(every_s)
+        while not self._stop.wait(every_s):
             try:
                 self.refresh()
             except Exception:  # the poller must outlive a registry outage

@@ -56,7 +56,8 @@ def served(stack):
     }
     settings = Settings(**(stack.overrides | {"serve": serve}))
     server = ModelServer(settings, CHAMPION)
-    return {"server": server, "store": store, "raw": raw, "client": client, "first": first}
+    yield {"server": server, "store": store, "raw": raw, "client": client, "first": first}
+    server.close()  # its threads would otherwise poll the stack for the rest of the session
 
 
 def expected_entries(stack, served):

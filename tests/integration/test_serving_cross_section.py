@@ -157,13 +157,20 @@ def test_five_hundred_symbols_in_two_round_trips(redis_settings, monkeypatch, pi
     store.write_batch(history(dict.fromkeys(symbols, range(0, 12))), "v1", window=20)
     store.client.script_flush()  # a restarted server has lost the read scripts
     rounds = []
-    execute = type(store.client.pipeline()).execute
+    pipeline = store.client.pipeline
 
-    def counted(pipe, *args, **kwargs):
-        rounds.append(len(pipe.command_stack))
-        return execute(pipe, *args, **kwargs)
+    def counted_pipeline(*args, **kwargs):  # this store's round trips, not other threads'
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
 
-    monkeypatch.setattr(type(store.client.pipeline()), "execute", counted)
+        def counted(*a, **k):
+            rounds.append(len(pipe.command_stack))
+            return execute(*a, **k)
+
+        pipe.execute = counted
+        return pipe
+
+    monkeypatch.setattr(store.client, "pipeline", counted_pipeline)
     section = read_cross_section(
         store, "v1", lookback=10, feature_columns=["f", "g"], symbols=symbols
     )

@@ -45,6 +45,7 @@ class PredictionPublisher:
 
     def online(self, alias: str, entries: Iterable[Entry]) -> None:
         """Publishes the scored entries of a ``/v1/predict`` answer (error entries are not)."""
+        now = datetime.now(UTC)
         self._publish(
             PredictionMessage(
                 symbol=entry.symbol,
@@ -55,7 +56,7 @@ class PredictionPublisher:
                 model_version=entry.model_version,
                 alias=alias,
                 source="online",
-                predicted_at=datetime.now(UTC),
+                predicted_at=now,
             )
             for entry in entries
             if isinstance(entry, ScoreEntry)

@@ -201,6 +201,21 @@ def report(name: str, figures: dict) -> None:
         )
 
 
+def summary(runs: dict[str, dict], sizes: Sequence[int]) -> None:
+    """Each Serve path's peak throughput against the bare peak, and p99 at 8 clients."""
+    for size in sizes:
+        bare = max(f["rps"] for (asked, _), f in runs["bare"].items() if asked == size)
+        for name in ("direct", "proxy"):
+            figures = {c: f for (asked, c), f in runs[name].items() if asked == size}
+            peak = max(f["rps"] for f in figures.values())
+            p99 = f"{figures[8]['p99']:.1f} ms" if 8 in figures else "n/a"
+            errors = sum(f["errors"] for f in figures.values())
+            print(
+                f"{name:6} {size:4} symbols: peak {peak:.1f} req/s = {peak / bare:.0%} of bare "
+                f"({bare:.1f}); p99 at 8 clients {p99}; errors {errors}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=500)
@@ -213,7 +228,7 @@ def main() -> None:
         return
 
     from ray_apps._private.ray_cluster import connect_ray
-    from ray_apps.serving.control import serve_down, serve_up
+    from ray_apps.serving.control import serve_down, serve_up, wait_direct_ingress
     from ray_apps.stack import stack_down, stack_up
     from ray_apps.stack.isolated import free_ports, isolated_overrides
 
@@ -229,7 +244,11 @@ def main() -> None:
             serve_up(settings)
             url = f"http://127.0.0.1:{settings.serve.port}"
             wait_ready(url)
-            report("serve", load(url, symbols, args.concurrency, args.requests))
+            (direct,) = wait_direct_ingress(settings)
+            runs = {"direct": load(direct, symbols, args.concurrency, args.requests)}
+            report("direct", runs["direct"])
+            runs["proxy"] = load(url, symbols, args.concurrency, args.requests)
+            report("proxy", runs["proxy"])
             serve_down(settings)
 
             (port,) = free_ports(1)
@@ -238,10 +257,12 @@ def main() -> None:
             try:
                 url = f"http://127.0.0.1:{port}"
                 wait_ready(url)
-                report("bare", load(url, symbols, args.concurrency, args.requests))
+                runs["bare"] = load(url, symbols, args.concurrency, args.requests)
+                report("bare", runs["bare"])
             finally:
                 bare.terminate()
                 bare.wait()
+            summary(runs, (1, args.symbols))
         finally:
             stack_down(settings, echo=lambda _: None)
 

@@ -34,6 +34,8 @@ from ray_apps.errors import UserError
 
 Port = int
 LOOPBACK = "127.0.0.1"
+DIRECT_INGRESS_PORTS = 1000
+"""How many ports, from ``serve.direct_ingress_port`` up, direct-ingress replicas may take."""
 
 
 class _Section(BaseModel):
@@ -211,8 +213,23 @@ class ServeSettings(_Section):
     ``ingress_replicas``; a model replica follows its registry alias within ``poll_s``.
     """
 
-    host: str = Field(LOOPBACK, description="Address Serve's HTTP proxy listens on.")
-    port: Port = Field(8000, description="Port of Serve's HTTP proxy.")
+    host: str = Field(
+        LOOPBACK, description="Address Serve's HTTP proxy and direct-ingress replicas listen on."
+    )
+    port: Port = Field(8000, description="Port of Serve's HTTP proxy (a stable address).")
+    direct_ingress: bool = Field(
+        True,
+        description="Each ingress replica also answers HTTP itself, on a port from "
+        "direct_ingress_port up (`ray-apps serve status` prints it): one process per "
+        "request instead of the proxy and the replica (bench/serve.py). The address changes "
+        "when the replica is replaced; the proxy at `port` always answers. Read when the "
+        "stack's Ray starts (`ray-apps stack up`).",
+    )
+    direct_ingress_port: Port = Field(
+        30000,
+        description=f"First of the {DIRECT_INGRESS_PORTS} ports direct-ingress replicas take "
+        "(outside the Ray worker ports).",
+    )
     app_name: str = Field("ray-apps", description="Serve application name.")
     model_name: str = Field(
         "sp500-ridge",
@@ -308,6 +325,11 @@ class ServeSettings(_Section):
         description="Bearer keys accepted by the prediction endpoints (empty: no key needed).",
     )
 
+    @property
+    def direct_ingress_ports(self) -> range:
+        """The ports direct-ingress replicas take."""
+        return range(self.direct_ingress_port, self.direct_ingress_port + DIRECT_INGRESS_PORTS)
+
     @model_validator(mode="after")
     def _replica_range(self) -> ServeSettings:
         if self.model_max_replicas is not None and self.model_max_replicas < self.model_replicas:
@@ -351,6 +373,18 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _absolute_state_dir(self) -> Settings:
         self.state_dir = self.state_dir.expanduser().resolve()
+        return self
+
+    @model_validator(mode="after")
+    def _separate_ports(self) -> Settings:
+        ingress, ray = self.serve.direct_ingress_ports, self.ray
+        if self.serve.direct_ingress and (
+            ingress.start <= ray.max_worker_port and ray.min_worker_port < ingress.stop
+        ):
+            raise ValueError(
+                f"serve.direct_ingress_port: ports {ingress.start}-{ingress.stop - 1} overlap "
+                f"the Ray worker ports {ray.min_worker_port}-{ray.max_worker_port}"
+            )
         return self
 
     @model_validator(mode="after")

@@ -60,3 +60,25 @@ def connect_ray(settings: Settings, log_to_driver: bool = True) -> None:
         raise UserError(
             f"the Ray head at {address} refused the connection: {str(exc).splitlines()[0]}"
         ) from exc
+
+
+def direct_ingress_urls(app_name: str) -> list[str]:
+    """Where a Serve application's ingress replicas answer HTTP themselves (direct ingress).
+
+    Reads the Serve controller's target groups (a private API, hence here). Empty when direct
+    ingress is off (the groups are then Serve's proxies) or no ingress replica is running yet.
+
+    Args:
+        app_name: the Serve application.
+    """
+    from ray.serve._private.common import RequestProtocol
+    from ray.serve.context import _get_global_client
+
+    controller = _get_global_client()._controller
+    groups = ray.get(controller.get_target_groups.remote(app_name))
+    return sorted(
+        f"http://{target.ip}:{target.port}"
+        for group in groups
+        if group.app_name == app_name and group.protocol == RequestProtocol.HTTP
+        for target in group.targets
+    )

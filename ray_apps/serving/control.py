@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 
 from pydantic import BaseModel, SecretStr
 from ray import serve
 
+from ray_apps._private.ray_cluster import direct_ingress_urls
 from ray_apps.config import SECRETS_FILE, Settings, read_secrets
 from ray_apps.errors import UserError
 from ray_apps.serving.app import build_application
 
 ADMIN_KEY_SECRET = "serve_admin_key"
 """The entry of ``<state_dir>/secrets.json`` holding a generated admin key."""
+DIRECT_INGRESS_WAIT_S = 10.0
+"""How long ``serve up`` waits for Serve's controller to list the ingress replicas' ports."""
 
 
 class ServeStatus(BaseModel):
@@ -24,10 +28,12 @@ class ServeStatus(BaseModel):
     status: str
     deployments: dict[str, str]
     message: str = ""
+    direct_urls: list[str] = []
 
     def render(self) -> str:
         """The lines ``ray-apps serve status`` prints."""
         lines = [f"{self.url}: {self.status}{' (' + self.message + ')' if self.message else ''}"]
+        lines += [f"  direct ingress: {url}" for url in self.direct_urls]
         lines += [f"  {name}: {state}" for name, state in sorted(self.deployments.items())]
         return "\n".join(lines)
 
@@ -73,7 +79,33 @@ def serve_up(settings: Settings) -> str:
             f"the Serve logs under {settings.state_dir}"
         ) from None
     url = serve_url(settings)
-    return f"serving {cfg.model_name} at {url} (OpenAPI at {url}/docs); canary admin key in {where}"
+    lines = [
+        f"serving {cfg.model_name} at {url} (OpenAPI at {url}/docs); canary admin key in {where}"
+    ]
+    if cfg.direct_ingress:
+        direct = wait_direct_ingress(settings)
+        lines.append(
+            f"direct ingress (one hop fewer; printed again by `ray-apps serve status`): "
+            f"{', '.join(direct)}"
+            if direct
+            else "no direct ingress: the stack's Ray was started without serve.direct_ingress "
+            "(restart the stack to use it)"
+        )
+    return "\n".join(lines)
+
+
+def wait_direct_ingress(settings: Settings, timeout_s: float = DIRECT_INGRESS_WAIT_S) -> list[str]:
+    """The ingress replicas' own HTTP addresses, waiting up to ``timeout_s`` for the first.
+
+    Serve's controller lists a replica's port a moment after the application is running.
+    Empty when the stack's Ray runs without direct ingress.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not (urls := direct_ingress_urls(settings.serve.app_name)):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return urls
 
 
 def serve_down(settings: Settings) -> str:
@@ -103,4 +135,5 @@ def serve_status(settings: Settings) -> ServeStatus:
         status=str(app.status),
         deployments={n: str(d.status) for n, d in app.deployments.items()},
         message=app.message,
+        direct_urls=direct_ingress_urls(name),
     )

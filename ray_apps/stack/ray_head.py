@@ -10,7 +10,7 @@ from pathlib import Path
 import requests
 from typing_extensions import override
 
-from ray_apps.config import ENV_PREFIX, LOOPBACK, OTHER_VARIABLES
+from ray_apps.config import ENV_PREFIX, LOOPBACK, OTHER_VARIABLES, ServeSettings
 from ray_apps.stack.service import Service, find_binary, venv_path_env
 
 GIB = 1024**3
@@ -115,6 +115,7 @@ class RayHead(Service):
             and (not key.startswith(ENV_PREFIX) or key in OTHER_VARIABLES)
         }
         env |= self.settings.ray_env()
+        env |= serve_env(self.settings.serve)
         env |= self.settings.public_env()
         env["MLFLOW_TRACKING_URI"] = self.settings.mlflow.uri
         if "RAY_APPS_CONFIG" in env:  # credentials given in the file still reach the workers
@@ -128,3 +129,28 @@ class RayHead(Service):
             f"{self.url}/api/version", timeout=2, headers={"Authorization": f"Bearer {token}"}
         )
         return reply.status_code == 200
+
+
+DIRECT_INGRESS_DRAIN_S = 2
+"""How long a stopping direct-ingress replica keeps answering (Serve's default, 30 s, gives a
+cloud load balancer time to drop it; on the local stack nothing sits in front of it)."""
+
+
+def serve_env(serve: ServeSettings) -> dict[str, str]:
+    """Ray Serve's variables for the head, read by its controller and replicas at start.
+
+    With ``serve.direct_ingress`` each ingress replica runs its own HTTP server on
+    ``serve.host`` and a port from ``serve.direct_ingress_port`` up; a released port is reused
+    at once (no quarantine: there is no HAProxy to drain), so a replaced replica usually takes
+    its predecessor's port.
+    """
+    if not serve.direct_ingress:
+        return {}
+    ports = serve.direct_ingress_ports
+    return {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(ports.start),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(ports.stop - 1),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DIRECT_INGRESS_DRAIN_S),
+        "RAY_SERVE_PORT_QUARANTINE_S": "0",
+    }

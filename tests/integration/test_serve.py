@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -142,9 +144,12 @@ def app(stack):
     assert up.returncode == 0, up.stdout + up.stderr
     url = f"http://127.0.0.1:{stack.settings.serve.port}"
     assert url in up.stdout and ADMIN not in up.stdout + up.stderr
+    direct = re.search(r"direct ingress .*: (http://\S+)$", up.stdout, re.MULTILINE)
+    assert direct, up.stdout
     try:
         yield {
             "url": url,
+            "direct": direct.group(1),
             "name": name,
             "versions": (first, second),
             "store": store,
@@ -194,6 +199,33 @@ def test_health_models_and_predictions_equal_the_online_scorer(app, stack):
 
     one = post(app, "/v1/predict", {"symbols": ["S03"]}).json()["predictions"]
     assert one == [p for p in body["predictions"] if p["symbol"] == "S03"]
+
+
+def outward_address() -> str:
+    """This machine's address on its default route (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))
+        return probe.getsockname()[0]
+
+
+def test_direct_ingress_answers_like_the_proxy_and_only_on_loopback(app, stack):
+    direct = app["direct"]
+    assert direct.startswith("http://127.0.0.1:")
+    status = stack.cli("serve", "status")
+    assert f"direct ingress: {direct}" in status.stdout, status.stdout
+    asked = {"symbols": [*SYMBOLS, "NOPE"]}
+    through_proxy = post(app, "/v1/predict", asked)
+    answered = requests.post(direct + "/v1/predict", json=asked, timeout=TIMEOUT)
+    assert answered.status_code == through_proxy.status_code == 200, answered.text
+    assert answered.json() == through_proxy.json()
+    bad = requests.post(direct + "/v1/predict", json={"symbols": "S01"}, timeout=TIMEOUT)
+    assert bad.status_code == 422 and "symbols" in bad.text
+    assert requests.get(direct + "/healthz", timeout=TIMEOUT).status_code == 200
+    port = int(direct.rsplit(":", 1)[1])
+    outward = outward_address()
+    assert not outward.startswith("127.")
+    with pytest.raises(OSError), socket.create_connection((outward, port), timeout=5):
+        pass
 
 
 def test_predict_features_scores_rows_like_the_offline_pyfunc(app):

@@ -37,3 +37,17 @@ def test_the_services_that_use_s3_get_its_keys(settings, service):
     env = service(settings).env()
     assert env["AWS_ACCESS_KEY_ID"] == SECRETS["s3_access_key"]
     assert env["AWS_SECRET_ACCESS_KEY"] == SECRETS["s3_secret_key"]
+
+
+def test_the_ray_head_turns_on_serves_direct_ingress_on_its_own_ports(tmp_path):
+    settings = Settings(state_dir=tmp_path, serve={"direct_ingress_port": 31000})
+    env = RayHead(settings).env()
+    assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    ports = (
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"],
+        env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"],
+    )
+    assert ports == ("31000", "31999")
+    assert env["RAY_SERVE_PORT_QUARANTINE_S"] == "0"
+    off = RayHead(Settings(state_dir=tmp_path, serve={"direct_ingress": False})).env()
+    assert not [key for key in off if key.startswith("RAY_SERVE_")]

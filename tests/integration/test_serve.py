@@ -201,6 +201,49 @@ def test_health_models_and_predictions_equal_the_online_scorer(app, stack):
     assert one == [p for p in body["predictions"] if p["symbol"] == "S03"]
 
 
+def metric_samples(stack, name: str) -> dict[str, float]:
+    """``labels -> value`` of one metric on the node's Prometheus endpoint (Ray's export)."""
+    found = stack.run(
+        str(BIN / "python"),
+        "-c",
+        "import ray; from ray_apps._private.ray_cluster import connect_ray; "
+        "from ray_apps.config import load_settings; connect_ray(load_settings(), False); "
+        "print(ray.nodes()[0]['MetricsExportPort'])",
+    )
+    assert found.returncode == 0, found.stderr
+    text = requests.get(f"http://127.0.0.1:{found.stdout.split()[-1]}/metrics", timeout=TIMEOUT)
+    return {
+        labels: float(value)
+        for labels, value in re.findall(rf"^\w*{name}(\{{[^}}]*\}}) (\S+)$", text.text, re.M)
+    }
+
+
+def test_per_version_metrics_count_requests_and_the_score_distribution(app, stack):
+    first, _ = app["versions"]
+    for _ in range(3):
+        assert post(app, "/v1/predict", {"symbols": ["S01"]}).status_code == 200
+    scored = sum(
+        "score" in p for p in post(app, "/v1/predict", {"symbols": SYMBOLS}).json()["predictions"]
+    )
+    deadline = time.monotonic() + 90  # Ray exports metrics every few seconds
+    while True:
+        requests_ = metric_samples(stack, "ray_apps_predictions_total")
+        sizes = metric_samples(stack, "ray_apps_scoring_abs_scores_count")
+        positive = metric_samples(stack, "ray_apps_scoring_positive_scores_total")
+        champion = [v for labels, v in requests_.items() if 'alias="champion"' in labels]
+        ours = [
+            v
+            for labels, v in sizes.items()
+            if f'version="{first}"' in labels and "champion" in labels
+        ]
+        if (champion and champion[0] >= 4 and ours) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert champion and champion[0] >= 4, requests_
+    assert ours and ours[0] >= scored > 0, sizes  # each scoring's scores, once per as_of
+    assert sum(positive.values()) <= sum(sizes.values()), (positive, sizes)
+
+
 def outward_address() -> str:
     """This machine's address on its default route (no packet is sent)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:

@@ -24,6 +24,7 @@ import io
 import itertools
 import json
 import struct
+import zipfile
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -224,11 +225,14 @@ class IncrementalEngine:
             UserError: the state was saved under a different feature spec, or the bytes are
                 not an engine's checkpoint.
         """
-        if data.startswith(_MAGIC):
-            return cls._restore_raw(memoryview(data)[len(_MAGIC) :], spec)
-        if data.startswith(_NPZ_MAGIC):
+        if not data.startswith((_MAGIC, _NPZ_MAGIC)):
+            raise UserError("saved feature state: not an incremental engine checkpoint")
+        try:
+            if data.startswith(_MAGIC):
+                return cls._restore_raw(memoryview(data)[len(_MAGIC) :], spec)
             return cls._restore_npz(data, spec)
-        raise UserError("saved feature state: not an incremental engine checkpoint")
+        except (ValueError, KeyError, TypeError, struct.error, zipfile.BadZipFile) as error:
+            raise UserError(f"saved feature state: a damaged checkpoint ({error})") from error
 
     @classmethod
     def _restore_raw(cls, data: memoryview, spec: FeatureSpec) -> IncrementalEngine:

@@ -92,31 +92,21 @@ def compiled_verdicts(
     low: np.ndarray,
     close: np.ndarray,
     volume: np.ndarray,
-    open_: np.ndarray | None = None,
-    codes: np.ndarray | None = None,
-) -> np.ndarray:
-    """:func:`bar_verdicts`' codes in one compiled pass over contiguous float64 arrays.
+    open_: np.ndarray,
+    codes: np.ndarray,
+) -> None:
+    """:func:`bar_verdicts`' codes in one compiled pass, written into ``codes``.
 
     Args:
-        high: high prices.
+        high: high prices, contiguous float64 (as every argument).
         low: low prices.
         close: close prices.
         volume: volumes.
-        open_: open prices; without them the OHLC rules compare high and low with the close.
+        open_: open prices (pass ``close`` when unknown, as :func:`bar_verdicts` does).
         codes: int8 codes to fill in place; bars already given a code (for example
-            :data:`MISSING_SYMBOL`) keep it. Zeros when omitted.
-
-    Returns:
-        ``codes``.
+            :data:`MISSING_SYMBOL`) keep it.
     """
-    high, low, close, volume = (
-        np.ascontiguousarray(a, dtype=np.float64) for a in (high, low, close, volume)
-    )
-    opened = close if open_ is None else np.ascontiguousarray(open_, dtype=np.float64)
-    if codes is None:
-        codes = np.zeros(close.shape[0], dtype=np.int8)
-    _first_failed(opened, high, low, close, volume, _COMPILED_RULES, codes)
-    return codes
+    _first_failed(open_, high, low, close, volume, _COMPILED_RULES, codes)
 
 
 @njit(cache=True, nogil=True)

@@ -24,6 +24,7 @@ import io
 import itertools
 import json
 import struct
+import sys
 import zipfile
 from collections.abc import Iterator, Sequence
 
@@ -70,6 +71,7 @@ class IncrementalEngine:
         self._index: dict[str, int] = {}
         self._symbols: list[str] = []
         self._symbols_json: bytes | None = None  # the symbols' encoding in checkpoints
+        self._header: tuple[tuple[int, dict[str, int]], bytes] | None = None  # and the counts'
         self._states = np.zeros((0, self._plan.state_size))
         self._last_ts = np.zeros(0, dtype=np.int64)
         self._latest = np.zeros((0, len(self._plan.columns)))
@@ -118,24 +120,23 @@ class IncrementalEngine:
         except KeyError:  # a new or a blank symbol: the slow path
             rows = None
             codes[[not s for s in symbols]] = MISSING_SYMBOL
-        compiled_verdicts(high, low, close, volume, open_=open_, codes=codes)
+        opened = close if open_ is None else _contiguous(open_, np.float64)
+        compiled_verdicts(high, low, close, volume, opened, codes)
         if rows is None:
             rows = self._rows(symbols, codes)
         accepted = np.empty(ts.shape[0], dtype=bool)
-        skipped = _admit(rows, ts, codes, self._last_ts, accepted)
-        if skipped:
-            self.skipped += skipped
-        if skipped or codes.any():
-            if codes.any():
-                self.rejected = add_counts(self.rejected, reason_counts(codes))
-            rows = rows[accepted]
-            high, low, close, volume = (a[accepted] for a in (high, low, close, volume))
-        values = np.empty((rows.shape[0], len(self._plan.columns)))
+        refused, skipped = _admit(rows, ts, codes, self._last_ts, accepted)
+        if refused:
+            self.rejected = add_counts(self.rejected, reason_counts(codes))
+        self.skipped += skipped
+        values = np.empty((ts.shape[0], len(self._plan.columns)))
         if self._kernel is None:
             plan = self._plan
             self._kernel = kernels.fused_kernel(plan.plan, plan.params, plan.state_size)
         self._kernel.rows(self._states, rows, high, low, close, volume, values)
-        self._latest[rows] = values
+        _keep_latest(rows, values, self._latest)
+        if refused or skipped:
+            values = values[accepted]
         return accepted, values
 
     def update(self, bars: pa.Table) -> pa.Table:
@@ -194,15 +195,17 @@ class IncrementalEngine:
         count = len(self._symbols)
         if self._symbols_json is None:
             self._symbols_json = json.dumps(self._symbols).encode()
-        header = json.dumps(
-            {
+        counts = (self.skipped, self.rejected)
+        if self._header is None or self._header[0] != counts:
+            header = {
                 "fingerprint": self._fingerprint,
                 "state_size": self._plan.state_size,
                 "columns": len(self._plan.columns),
                 "skipped": self.skipped,
                 "rejected": self.rejected,
             }
-        ).encode()
+            self._header = ((self.skipped, dict(self.rejected)), json.dumps(header).encode())
+        header = self._header[1]
         return b"".join(
             (
                 _MAGIC,
@@ -365,8 +368,11 @@ def _contiguous(values: np.ndarray, dtype: type) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=dtype)
 
 
-def _little_endian(values: np.ndarray) -> memoryview:
-    return memoryview(np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")))
+def _little_endian(values: np.ndarray) -> np.ndarray:
+    """``values`` as checkpoints hold them (the array itself on a little-endian machine)."""
+    if sys.byteorder == "little":
+        return values
+    return values.astype(values.dtype.newbyteorder("<"))
 
 
 def _floats(bars: pa.Table, column: str) -> np.ndarray:
@@ -384,17 +390,28 @@ def _grow(array: np.ndarray, rows: int, fill: float) -> np.ndarray:
 def _admit(rows, ts, codes, last_ts, accepted):
     """Marks the good bars newer than their symbol's last bar (also within the batch, in order).
 
-    Sets each accepted bar's time as its symbol's last and returns how many good bars were
-    skipped as not newer.
+    Sets each accepted bar's time as its symbol's last, and the row of every other bar to -1
+    (the kernel skips it). Returns the numbers of bars refused (a code) and skipped.
     """
+    refused = 0
     skipped = 0
     for i in range(rows.shape[0]):
         if codes[i] != 0:
-            accepted[i] = False
+            refused += 1
         elif ts[i] <= last_ts[rows[i]]:
-            accepted[i] = False
             skipped += 1
         else:
             accepted[i] = True
             last_ts[rows[i]] = ts[i]
-    return skipped
+            continue
+        accepted[i] = False
+        rows[i] = -1
+    return refused, skipped
+
+
+@njit(cache=True, nogil=True)
+def _keep_latest(rows, values, latest):
+    """Each applied bar's values as its symbol's latest (in order: the last bar wins)."""
+    for i in range(rows.shape[0]):
+        if rows[i] >= 0:
+            latest[rows[i]] = values[i]

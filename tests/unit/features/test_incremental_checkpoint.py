@@ -110,14 +110,20 @@ def test_bytes_that_are_no_checkpoint_are_refused_in_one_line(panel):
             IncrementalEngine.restore(damaged, SPEC)
 
 
+def compiled(*prices: np.ndarray) -> np.ndarray:
+    codes = np.zeros(prices[0].shape[0], dtype=np.int8)
+    compiled_verdicts(*prices, codes)
+    return codes
+
+
 def test_compiled_verdicts_equal_bar_verdicts_on_every_combination():
     specials = [10.0, 12.0, 8.0, 0.0, -1.0, np.nan, np.inf, -np.inf]
     grid = np.array(list(itertools.product(specials, repeat=5)))  # open, high, low, close, vol
     o, h, low, c, v = (np.ascontiguousarray(grid[:, i]) for i in range(5))
     expected = bar_verdicts(h, low, c, v, open_=o)
-    assert np.array_equal(compiled_verdicts(h, low, c, v, open_=o), expected)
+    assert np.array_equal(compiled(h, low, c, v, o), expected)
     without_open = bar_verdicts(h, low, c, v)
-    assert np.array_equal(compiled_verdicts(h, low, c, v), without_open)
+    assert np.array_equal(compiled(h, low, c, v, c), without_open)
     assert len(np.unique(expected)) == 7  # good and all six value rules occur
 
 

@@ -76,6 +76,7 @@ class IncrementalEngine:
         self._last_ts = np.zeros(0, dtype=np.int64)
         self._latest = np.zeros((0, len(self._plan.columns)))
         self._kernel = None  # the spec's compiled kernels, loaded at the first bar
+        self._last_list: tuple[list[str], np.ndarray] | None = None  # see _known_rows
         self.skipped = 0
         self.rejected: dict[str, int] = {}
 
@@ -115,10 +116,8 @@ class IncrementalEngine:
         high, low, close, volume = (_contiguous(a, np.float64) for a in (high, low, close, volume))
         ts = _contiguous(ts, np.int64)
         codes = np.zeros(ts.shape[0], dtype=np.int8)
-        try:
-            rows = np.fromiter(map(self._index.__getitem__, symbols), np.int64, ts.shape[0])
-        except KeyError:  # a new or a blank symbol: the slow path
-            rows = None
+        rows = self._known_rows(symbols)
+        if rows is None:  # a new or a blank symbol: the slow path
             codes[[not s for s in symbols]] = MISSING_SYMBOL
         opened = close if open_ is None else _contiguous(open_, np.float64)
         compiled_verdicts(high, low, close, volume, opened, codes)
@@ -287,6 +286,24 @@ class IncrementalEngine:
         self._states = np.array(states, dtype=np.float64, order="C")
         self._last_ts = np.array(last_ts, dtype=np.int64)
         self._latest = np.array(latest, dtype=np.float64, order="C")
+
+    def _known_rows(self, symbols: Sequence[str]) -> np.ndarray | None:
+        """Each bar's state row, or None if a symbol is new or blank.
+
+        A stream's micro-batches often list the same symbols in the same order (one bar per
+        symbol and bar time): comparing with the last such list costs a fraction of the
+        lookups, so a repeated list reuses its rows.
+        """
+        repeated = self._last_list
+        if repeated is not None and type(symbols) is list and symbols == repeated[0]:
+            return repeated[1].copy()
+        try:
+            rows = np.fromiter(map(self._index.__getitem__, symbols), np.int64, len(symbols))
+        except KeyError:
+            return None
+        if type(symbols) is list:
+            self._last_list = (list(symbols), rows.copy())
+        return rows
 
     def _rows(self, symbols: Sequence[str], codes: np.ndarray) -> np.ndarray:
         """Each bar's state row, adding the new symbols of good bars (-1: no row)."""

@@ -264,8 +264,9 @@ def _micros(ts: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def _floats(table: pa.Table, column: str) -> np.ndarray:
-    values = pc.cast(table.column(column), pa.float64())
-    return pc.fill_null(values, np.nan).to_numpy()
+    """A column as contiguous, writable float64 (one compiled type for the engines' calls)."""
+    values = pc.fill_null(pc.cast(table.column(column), pa.float64()), np.nan).to_numpy()
+    return np.require(values, requirements=["C", "W"])
 
 
 def _empty_bars() -> pa.Table:

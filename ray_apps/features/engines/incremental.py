@@ -382,7 +382,13 @@ def _check_fingerprint(saved: str, spec: FeatureSpec) -> None:
 
 
 def _contiguous(values: np.ndarray, dtype: type) -> np.ndarray:
-    return np.ascontiguousarray(values, dtype=dtype)
+    """``values`` as a contiguous, writable array of ``dtype``.
+
+    Writable too, so that the compiled calls always see one type per argument: numba compiles
+    a function again for read-only arrays (Arrow's zero-copy ones), which takes a minute on a
+    busy machine the first time a consumer meets them.
+    """
+    return np.require(values, dtype=dtype, requirements=["C", "W"])
 
 
 def _little_endian(values: np.ndarray) -> np.ndarray:

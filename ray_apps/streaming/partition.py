@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ray_apps.features.bar_checks import compiled_verdicts, reason_names
-from ray_apps.features.engines.incremental import IncrementalEngine, feature_table
+from ray_apps.features.engines.incremental import IncrementalEngine
 from ray_apps.features.spec import FeatureSpec
 from ray_apps.marketdata.schema import BAR_SCHEMA, parse_interval
 from ray_apps.streaming.messages import DeadLetter, DecodedBatch, MessageKind, RawMessage
@@ -184,8 +184,8 @@ class PartitionState:
             skipped += int((~accepted).sum())
             part = part.filter(pa.array(accepted)) if not accepted.all() else part
             applied_parts.append(part.select(list(BAR_SCHEMA.names)).cast(BAR_SCHEMA))
-            features[str(interval)] = feature_table(
-                self.spec, part.column("symbol"), part.column("ts"), values
+            features[str(interval)] = engine.feature_table(
+                part.column("symbol"), part.column("ts"), values
             )
         applied = pa.concat_tables(applied_parts) if applied_parts else _empty_bars()
         return applied, features, skipped

@@ -68,6 +68,7 @@ class IncrementalEngine:
         self.spec = spec
         self._plan = spec.plan
         self._fingerprint = spec.fingerprint  # a hash of the spec: computed once
+        self._schema = output_schema(spec)  # and its features table's schema
         self._index: dict[str, int] = {}
         self._symbols: list[str] = []
         self._symbols_json: bytes | None = None  # the symbols' encoding in checkpoints
@@ -163,7 +164,30 @@ class IncrementalEngine:
             open_=opened,
         )
         kept = bars.filter(pa.array(accepted)) if not accepted.all() else bars
-        return feature_table(self.spec, kept.column("symbol"), kept.column("ts"), values)
+        return self.feature_table(kept.column("symbol"), kept.column("ts"), values)
+
+    def feature_table(
+        self,
+        symbols: pa.Array | pa.ChunkedArray,
+        ts: pa.Array | pa.ChunkedArray,
+        values: np.ndarray,
+    ) -> pa.Table:
+        """The features table (``symbol, ts`` and the spec's columns) of bars and their values.
+
+        Args:
+            symbols: each row's symbol.
+            ts: each row's time (a timestamp of any unit).
+            values: float64 ``(rows, columns)``, as :meth:`update_arrays` returns them.
+        """
+        keys = [pc.cast(symbols, pa.string()), pc.cast(ts, pa.timestamp("us", tz="UTC"))]
+        rows, width = values.shape
+        buffer = pa.py_buffer(np.ascontiguousarray(values.T))  # a column after another
+        size = 8 * rows
+        columns = [
+            pa.Array.from_buffers(pa.float64(), rows, [None, buffer.slice(i * size, size)])
+            for i in range(width)
+        ]
+        return pa.Table.from_arrays(keys + columns, schema=self._schema)
 
     def last_times(self, symbols: Sequence[str]) -> np.ndarray:
         """Each symbol's last applied bar time (int64 microseconds; the int64 minimum if none)."""
@@ -183,7 +207,7 @@ class IncrementalEngine:
             raise UserError(f"no bars seen yet for symbol(s) {unknown[:5]}")
         rows = np.fromiter(map(self._index.__getitem__, symbols), np.int64, len(symbols))
         times = pa.array(self._last_ts[rows], pa.int64()).cast(pa.timestamp("us", tz="UTC"))
-        return feature_table(self.spec, pa.array(symbols, pa.string()), times, self._latest[rows])
+        return self.feature_table(pa.array(symbols, pa.string()), times, self._latest[rows])
 
     def save(self) -> bytes:
         """The engine's whole state as bytes (restore with :meth:`restore`).
@@ -327,26 +351,6 @@ class IncrementalEngine:
         self._index[symbol] = row
         self._symbols_json = None
         return row
-
-
-def feature_table(
-    spec: FeatureSpec,
-    symbols: pa.Array | pa.ChunkedArray,
-    ts: pa.Array | pa.ChunkedArray,
-    values: np.ndarray,
-) -> pa.Table:
-    """The features table (``symbol, ts`` and the spec's columns) of bars and their values.
-
-    Args:
-        spec: the spec the values were computed for.
-        symbols: each row's symbol.
-        ts: each row's time (a timestamp of any unit).
-        values: float64 ``(rows, columns)``, as :meth:`IncrementalEngine.update_arrays`
-            returns them.
-    """
-    keys = [pc.cast(symbols, pa.string()), pc.cast(ts, pa.timestamp("us", tz="UTC"))]
-    columns = [pa.array(column) for column in np.ascontiguousarray(values.T)]
-    return pa.Table.from_arrays(keys + columns, schema=output_schema(spec))
 
 
 def replay(

@@ -13,7 +13,10 @@ same run:
     with one CPU more (``from_spark`` runs there) (skip with --no-spark);
   - "incremental": bar updates/s with micro-batches of one bar per symbol, one core, without
     and with a checkpoint of the engine's state (``IncrementalEngine.save``) after every
-    micro-batch (the stream consumer checkpoints once per flush, less often).
+    micro-batch (the stream consumer checkpoints once per flush, less often), taking turns
+    with the batch kernels (``compute_table``) so the ratio per bar is of the same moments;
+    then where a checkpointing run's time goes per bar (bar rules and replay check, kernel,
+    checkpoint, the rest).
 
 The summary lines compare the kernels with TA-Lib and the incremental engine with the kernels,
 per bar, in this run.
@@ -38,8 +41,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ray_apps.features.bar_checks import compiled_verdicts
 from ray_apps.features.batch import compute_table
 from ray_apps.features.engines.incremental import IncrementalEngine
+from ray_apps.features.kernels import fused_kernel
 from ray_apps.features.spec import load_spec
 from ray_apps.marketdata.synthetic import SyntheticSpec, generate_bars
 
@@ -129,23 +134,72 @@ def bench_pandas_ta(table: pa.Table, symbols: int) -> float:
     return sum(len(g) for g in groups) / (time.perf_counter() - started)
 
 
-def bench_incremental(table: pa.Table, checkpoint: bool = False) -> float:
+def bench_incremental(table: pa.Table) -> tuple[dict[str, float], dict[str, float]]:
+    """Incremental bar updates/s, one micro-batch per bar time, without and with a checkpoint.
+
+    Returns the rates (the fastest of 3 runs each, taking turns) and where the time of the
+    checkpointing run goes, in ns per bar: the bar rules and replay check, the kernel alone
+    (the same calls, timed apart), the checkpoint, and the rest (symbol rows, arrays).
+    """
     table = table.sort_by([("ts", "ascending"), ("symbol", "ascending")])
     symbols = table.column("symbol").to_pylist()
     micros = table.column("ts").cast(pa.int64()).to_numpy()
     arrays = [table.column(c).to_numpy() for c in ("high", "low", "close", "volume")]
     edges = [0, *(np.flatnonzero(np.diff(micros)) + 1).tolist(), table.num_rows]
+    batches = [
+        (symbols[first:last], micros[first:last], *(a[first:last] for a in arrays))
+        for first, last in itertools.pairwise(edges)
+    ]
+    spent = dict.fromkeys(("total", "checkpoint", "kernel", "bar rules"), 0.0)
 
-    def run() -> None:
+    def run(checkpoint: bool) -> None:
         engine = IncrementalEngine(SPEC)
-        for first, last in itertools.pairwise(edges):
-            engine.update_arrays(
-                symbols[first:last], micros[first:last], *(a[first:last] for a in arrays)
-            )
+        clock = time.perf_counter
+        started = clock()
+        for batch in batches:
+            engine.update_arrays(*batch)
             if checkpoint:
+                saving = clock()
                 engine.save()
+                spent["checkpoint"] += clock() - saving
+        spent["total"] += clock() - started
 
-    return best_rate(table.num_rows, run)
+    def parts() -> None:
+        """The kernel and the bar rules alone, on the same micro-batches."""
+        plan = SPEC.plan
+        kernel = fused_kernel(plan.plan, plan.params, plan.state_size)
+        index = {s: i for i, s in enumerate(dict.fromkeys(symbols))}
+        states = np.zeros((len(index), plan.state_size))
+        last = np.full(len(index), np.iinfo(np.int64).min)
+        clock = time.perf_counter
+        for names, ts, *prices in batches:
+            rows = np.fromiter(map(index.__getitem__, names), np.int64, len(names))
+            out = np.empty((len(names), len(plan.columns)))
+            checking = clock()
+            compiled_verdicts(*prices, prices[2], np.zeros(len(names), dtype=np.int8))
+            np.greater(ts, last[rows])
+            computing = clock()
+            kernel.rows(states, rows, *prices, out)
+            spent["kernel"] += clock() - computing
+            spent["bar rules"] += computing - checking
+
+    rates = best_rates(
+        table.num_rows,
+        {
+            "batch kernels, taking turns with incremental": lambda: compute_table(table, SPEC),
+            "incremental (bar updates/s, 1 core)": lambda: run(False),
+            "incremental, checkpoint every micro-batch": lambda: run(True),
+        },
+        repeats=3,
+    )
+    spent = dict.fromkeys(spent, 0.0)  # the split of a run with checkpoints, after warm-up
+    run(True)
+    parts()
+    per_bar = {name: seconds / table.num_rows * 1e9 for name, seconds in spent.items()}
+    per_bar["rest (symbol rows, arrays)"] = per_bar["total"] - sum(
+        per_bar[name] for name in ("checkpoint", "kernel", "bar rules")
+    )
+    return rates, per_bar
 
 
 CHILD = """
@@ -224,9 +278,9 @@ def main() -> None:
         results = bench_talib_and_kernels(table)
         results |= {
             "pandas-ta-classic (baseline, 1 process)": bench_pandas_ta(table, args.pta_symbols),
-            "incremental (bar updates/s, 1 core)": bench_incremental(table),
-            "incremental, checkpoint every micro-batch": bench_incremental(table, True),
         }
+        incremental, incremental_split = bench_incremental(table)
+        results |= incremental
         for cpus in (1, 2) if not args.no_engines else ():
             results[f"ray data engine, {cpus} CPU"] = bench_engine("ray", cpus, path)
         if not args.no_spark and not args.no_engines:
@@ -243,7 +297,11 @@ def main() -> None:
         "incremental (bar updates/s, 1 core)",
         "incremental, checkpoint every micro-batch",
     ):
-        print(f"  {name} / kernels, per bar: {results[name] / kernels:.2f}x")
+        # against the faster of the two kernel figures of this run (the conservative ratio)
+        beside = max(kernels, results["batch kernels, taking turns with incremental"])
+        print(f"  {name} / kernels, per bar: {results[name] / beside:.2f}x")
+    split = ", ".join(f"{name} {ns:.0f}" for name, ns in incremental_split.items())
+    print(f"  incremental with checkpoints, ns per bar: {split}")
     if not args.no_engines:
         one, two = results["ray data engine, 1 CPU"], results["ray data engine, 2 CPU"]
         print(f"  ray data engine speed-up 2 CPUs / 1 CPU: {two / one:.2f}x")

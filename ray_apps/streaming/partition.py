@@ -22,8 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ray_apps.features.bar_checks import bar_verdicts, reason_names
-from ray_apps.features.batch import output_schema
+from ray_apps.features.bar_checks import compiled_verdicts, reason_names
 from ray_apps.features.engines.incremental import IncrementalEngine
 from ray_apps.features.spec import FeatureSpec
 from ray_apps.marketdata.schema import BAR_SCHEMA, parse_interval
@@ -138,8 +137,9 @@ class PartitionState:
             return _empty_bars(), {}, 0
         has_offsets = "offset" in bars.column_names
         prices = {c: _floats(bars, c) for c in ("open", "high", "low", "close", "volume")}
-        codes = bar_verdicts(
-            prices["high"], prices["low"], prices["close"], prices["volume"], open_=prices["open"]
+        codes = np.zeros(bars.num_rows, dtype=np.int8)
+        compiled_verdicts(
+            prices["high"], prices["low"], prices["close"], prices["volume"], prices["open"], codes
         )
         good = codes == 0
         if has_offsets and not good.all():
@@ -150,10 +150,12 @@ class PartitionState:
         applied_parts: list[pa.Table] = []
         features: dict[str, pa.Table] = {}
         skipped = 0
-        intervals = bars.column("interval").to_numpy(zero_copy_only=False)
-        for interval in np.unique(intervals[good]):
-            rows = good & (intervals == interval)
-            part = bars.filter(pa.array(rows))
+        intervals = bars.column("interval")
+        for interval in pc.unique(intervals).to_pylist():
+            rows = good & pc.equal(intervals, interval).to_numpy(zero_copy_only=False)
+            if not rows.any():
+                continue
+            part = bars if rows.all() else bars.filter(pa.array(rows))
             engine = self._engine(str(interval))
             symbols = part.column("symbol").to_pylist()
             ts = _micros(part.column("ts"))
@@ -165,25 +167,26 @@ class PartitionState:
                     dead.append(
                         _dead(messages[int(offsets[i])], "late", _late_detail(ts[i], last[i]))
                     )
+            chosen = np.flatnonzero(rows)  # the part's rows in ``bars`` (and ``prices``)
             if late.any():
                 part = part.filter(pa.array(~late))
                 symbols = [s for s, bad in zip(symbols, late, strict=True) if not bad]
                 ts = ts[~late]
+                chosen = chosen[~late]
+            every = chosen.shape[0] == bars.num_rows
+            taken = {c: v if every else v[chosen] for c, v in prices.items()}
             accepted, values = engine.update_arrays(
                 symbols,
                 ts,
-                *(_floats(part, c) for c in ("high", "low", "close", "volume")),
-                open_=_floats(part, "open"),
+                *(taken[c] for c in ("high", "low", "close", "volume")),
+                open_=taken["open"],
             )
             skipped += int((~accepted).sum())
             part = part.filter(pa.array(accepted)) if not accepted.all() else part
             applied_parts.append(part.select(list(BAR_SCHEMA.names)).cast(BAR_SCHEMA))
-            columns = [
-                part.column("symbol").cast(pa.string()),
-                pc.cast(part.column("ts"), pa.timestamp("us", tz="UTC")),
-                *(pa.array(values[:, i]) for i in range(values.shape[1])),
-            ]
-            features[str(interval)] = pa.Table.from_arrays(columns, schema=output_schema(self.spec))
+            features[str(interval)] = engine.feature_table(
+                part.column("symbol"), part.column("ts"), values
+            )
         applied = pa.concat_tables(applied_parts) if applied_parts else _empty_bars()
         return applied, features, skipped
 
@@ -261,8 +264,9 @@ def _micros(ts: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def _floats(table: pa.Table, column: str) -> np.ndarray:
-    values = pc.cast(table.column(column), pa.float64())
-    return pc.fill_null(values, np.nan).to_numpy()
+    """A column as contiguous, writable float64 (one compiled type for the engines' calls)."""
+    values = pc.fill_null(pc.cast(table.column(column), pa.float64()), np.nan).to_numpy()
+    return np.require(values, requirements=["C", "W"])
 
 
 def _empty_bars() -> pa.Table:

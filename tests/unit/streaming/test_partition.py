@@ -162,3 +162,29 @@ def test_ticks_aggregate_into_the_bars_they_came_from(bars):
     for column in ("open", "high", "low", "close", "volume"):
         np.testing.assert_allclose(applied.column(column), closed.column(column), rtol=1e-12)
     assert_same(streamed_features(results), batch_features(closed))
+
+
+def test_two_intervals_in_one_batch_each_equal_the_batch_engine(bars):
+    """Interleaved intervals, with a bad and a late bar among them, each feed their own engine."""
+    doubled = bars.set_column(1, "interval", pa.array(["1h"] * bars.num_rows))
+    for column in ("open", "high", "low", "close"):
+        index = doubled.schema.get_field_index(column)
+        doubled = doubled.set_column(index, column, pa.compute.multiply(doubled[column], 2.0))
+    daily, hourly = encode_bars(bars), encode_bars(doubled)
+    half = len(daily) // 2
+    first_hourly = json.loads(hourly[0])
+    late = json.dumps(first_hourly).encode()  # behind its symbol's last 1h bar: late
+    bad = json.dumps(json.loads(daily[half]) | {"low": 1e9}).encode()  # low above close
+    values = [v for pair in zip(daily[:half], hourly[:half], strict=True) for v in pair]
+    values += [late, bad]
+    values += [v for pair in zip(daily[half:], hourly[half:], strict=True) for v in pair]
+    state = PartitionState(SPEC, "bars", "1d")
+    results = feed(state, raw(values), batch=101)
+    dead = [d for r in results for d in r.dead]
+    assert [(d.reason, d.offset) for d in dead] == [
+        ("late", 2 * half),
+        ("low_above_open_close", 2 * half + 1),
+    ]
+    for interval, expected in (("1d", bars), ("1h", doubled)):
+        streamed = pa.concat_tables(r.features[interval] for r in results if interval in r.features)
+        assert_same(streamed, batch_features(expected))

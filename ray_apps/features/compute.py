@@ -124,10 +124,10 @@ class EngineRun:
 
 
 def _ray_blocks(run: EngineRun) -> Iterator[pa.Table]:
-    from ray_apps.features.engines.ray_data import RejectTally, feature_dataset
+    from ray_apps.features.engines.ray_data import TaskTally, feature_dataset
 
     quiet_ray_data_console()
-    tally = RejectTally.remote()
+    tally = TaskTally.remote()
     dataset = feature_dataset(
         run.request.source, run.spec, run.store, run.request.parallelism, run.counts, tally
     )

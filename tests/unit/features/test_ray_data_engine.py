@@ -7,6 +7,7 @@ import pytest
 import ray
 
 from ray_apps.features.batch import compute_table
+from ray_apps.features.compute import ComputeRequest, compute_features
 from ray_apps.features.engines import ray_data
 from ray_apps.features.engines.ray_data import (
     STEPS,
@@ -83,3 +84,42 @@ def test_tasks_write_their_own_parquet_parts_and_time_the_writes(
     assert (rows, stored) == (expected.num_rows, 0)
     assert_same(pq.read_table(folder), expected)
     assert ray.get(tally.seconds.remote())["write"] > 0
+
+
+@ray.remote(num_cpus=0)
+class FakeFeatureStore:
+    """The one offline-store method a ``to_store`` run of file input calls, recording."""
+
+    def __init__(self) -> None:
+        self.tables: list[pa.Table] = []
+        self.keys: set[tuple] = set()
+
+    def insert_features(self, features, interval, spec_version, fingerprint) -> int:
+        self.tables.append(features)
+        self.keys.add((interval, spec_version, fingerprint))
+        return features.num_rows
+
+    def received(self) -> tuple[pa.Table, set[tuple]]:
+        return pa.concat_tables(self.tables), self.keys
+
+
+def test_read_tasks_store_their_own_features(local_ray, bars_path):
+    store = FakeFeatureStore.remote()
+    rows, stored = write_features(
+        BarsInput(path=bars_path), SPEC, FeatureSink(store=store, interval="15m"), parallelism=3
+    )
+    expected = expected_features(bars_path)
+    assert rows == stored == expected.num_rows
+    table, keys = ray.get(store.received.remote())
+    assert_same(table, expected)
+    assert keys == {("15m", SPEC.version, SPEC.fingerprint)}
+
+
+def test_compute_features_to_store_counts_what_the_tasks_stored(local_ray, bars_path):
+    store = FakeFeatureStore.remote()
+    request = ComputeRequest(engine="ray", source=BarsInput(path=bars_path), to_store=True)
+    summary = compute_features(request, SPEC, store, echo=lambda line: None)
+    expected = expected_features(bars_path)
+    assert (summary.rows, summary.stored) == (expected.num_rows, expected.num_rows)
+    assert summary.rejected == {"non_finite_price": 1}
+    assert_same(ray.get(store.received.remote())[0], expected)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +23,7 @@ from ray_apps._private.ray_data_console import quiet_ray_data_console
 from ray_apps.errors import UserError
 from ray_apps.features.batch import normalize_bars, output_schema
 from ray_apps.features.engines.incremental import IncrementalEngine, replay
+from ray_apps.features.outputs import features_writer
 from ray_apps.features.sources import BarsInput, read_group, resolve_interval, symbol_counts
 from ray_apps.features.spec import FeatureSpec
 from ray_apps.stores.offline_actor import OfflineStoreHandle
@@ -233,7 +233,7 @@ def compute_features(
         output=request.output,
     )
     started = last_report = time.monotonic()
-    writer = pq.ParquetWriter(request.output, output_schema(spec)) if request.output else None
+    writer = features_writer(request.output, output_schema(spec)) if request.output else None
     pending: list[ray.ObjectRef] = []
     try:
         for block in ENGINES[request.engine](run):

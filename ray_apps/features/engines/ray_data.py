@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from ray_apps.features.batch import compute_checked
+from ray_apps.features.outputs import write_features_parquet
 from ray_apps.features.sources import BarsInput, partition, read_group, symbol_counts
 from ray_apps.features.spec import FeatureSpec
 from ray_apps.stores.offline_actor import OfflineStoreHandle
@@ -85,7 +85,7 @@ class FeatureSink:
     def write(self, features: pa.Table, spec: FeatureSpec, name: str) -> int:
         """Writes one block; returns the rows stored (0 without a store)."""
         if self.folder is not None:
-            pq.write_table(features, Path(self.folder) / f"part-{name}.parquet")
+            write_features_parquet(features, Path(self.folder) / f"part-{name}.parquet")
         if self.store is None:
             return 0
         call = self.store.insert_features.remote(

@@ -7,8 +7,9 @@ same run:
     first --pta-symbols symbols (it is about 100x slower) and reported as rows/s;
   - "kernels": ray_apps' compiled kernels on the whole table, one process, no Ray (TA-Lib and
     the kernels take turns, 5 runs each, the fastest counts);
-  - "ray": the Ray Data engine from the Parquet file to a materialized dataset, in a fresh local
-    Ray with 1 and with 2 CPUs;
+  - "ray": the Ray Data engine from the Parquet file, in a fresh local Ray with 1 and with 2
+    CPUs, twice: each read task writing its own Parquet parts ("tasks write parquet") and to a
+    materialized dataset ("to object store");
   - "spark": the Spark-on-Ray engine (RayDP), 1 and 2 executors of one core each, in a Ray
     with one CPU more (``from_spark`` runs there) (skip with --no-spark);
   - "incremental": bar updates/s with micro-batches of one bar per symbol, one core, without
@@ -19,7 +20,9 @@ same run:
     checkpoint, the rest).
 
 The summary lines compare the kernels with TA-Lib and the incremental engine with the kernels,
-per bar, in this run.
+per bar, in this run, and say where each engine's time went: read, compute and write, in
+microseconds per row (the Ray Data tasks' own timers, summed over tasks; for Spark, the
+stages timed from the driver), beside the run's wall time times its CPUs.
 
     python bench/features.py [--symbols 500] [--bars 2000] [--no-spark] [--no-engines]
 """
@@ -203,7 +206,8 @@ def bench_incremental(table: pa.Table) -> tuple[dict[str, float], dict[str, floa
 
 
 CHILD = """
-import json, sys, time, ray
+import json, shutil, sys, tempfile, time, ray
+from pathlib import Path
 import pyarrow.parquet as pq
 from ray_apps.features.sources import BarsInput
 from ray_apps.features.spec import load_spec
@@ -214,10 +218,39 @@ ray.init(address="local", num_cpus=cpus + extra, include_dashboard=False, loggin
 ray.data.DataContext.get_current().enable_progress_bars = False
 spec, source = load_spec(), BarsInput(path=path)
 rows = pq.ParquetFile(path).metadata.num_rows
+out = Path(tempfile.mkdtemp(prefix="bench-features-"))
+
+def timed(run, clock):  # the fastest of 3 (the first also warms the workers: numba, JVM)
+    best = None
+    for _ in range(3):
+        shutil.rmtree(out / "parts", ignore_errors=True)
+        (out / "parts").mkdir()
+        seconds, steps = run()
+        if best is None or seconds < best["seconds"]:
+            best = {"seconds": seconds, "steps": steps}
+    return {"rate": rows / best["seconds"], "clock": clock, **best}
+
 if engine == "ray":
-    from contextlib import nullcontext
-    from ray_apps.features.engines.ray_data import feature_dataset
-    make = lambda: nullcontext(feature_dataset(source, spec))
+    from ray_apps.features.engines.ray_data import FeatureSink, TaskTally, feature_dataset
+    from ray_apps.features.engines.ray_data import write_features
+
+    def to_object_store():
+        tally = TaskTally.remote()
+        started = time.perf_counter()
+        assert feature_dataset(source, spec, tally=tally).materialize().count() == rows
+        return time.perf_counter() - started, ray.get(tally.seconds.remote())
+
+    def tasks_write_parquet():
+        tally = TaskTally.remote()
+        sink = FeatureSink(folder=out / "parts")
+        started = time.perf_counter()
+        assert write_features(source, spec, sink, tally=tally)[0] == rows
+        return time.perf_counter() - started, ray.get(tally.seconds.remote())
+
+    results = {
+        "parquet": timed(tasks_write_parquet, "tasks"),
+        "materialize": timed(to_object_store, "tasks"),
+    }
 else:
     from ray_apps.features.engines import spark
     if heap == "auto":  # from_spark caches the result in the executors' heap
@@ -225,18 +258,36 @@ else:
     partitions = spark.partitions_for(rows, cpus)
     config = spark.SparkConfig(executors=cpus, executor_memory=heap, shuffle_partitions=partitions)
     session = spark.start_spark(config)
-    make = lambda: spark.feature_dataset(session, source, spec)
-best = 0.0
-for _ in range(3):  # the first run also warms the workers (numba cache load, JVM)
-    started = time.perf_counter()
-    with make() as dataset:
-        rows = dataset.materialize().count()
-    best = max(best, rows / (time.perf_counter() - started))
-print("RESULT", json.dumps(best))
+
+    def noop(frame):  # runs the plan to the end, writes nothing
+        started = time.perf_counter()
+        frame.write.format("noop").mode("overwrite").save()
+        return time.perf_counter() - started
+
+    def to_ray_dataset():  # read: scan the bars; compute: shuffle, sort, kernels; write: hand-over
+        read = noop(spark.bars_frame(session, source))
+        computed = noop(spark.feature_frame(session, source, spec))
+        started = time.perf_counter()
+        with spark.feature_dataset(session, source, spec) as dataset:
+            assert dataset.materialize().count() == rows
+        total = time.perf_counter() - started  # the run timed: from_spark, from the bars
+        return total, {"read": read, "compute": computed - read, "write": total - computed}
+
+    results = {"materialize": timed(to_ray_dataset, "driver")}
+shutil.rmtree(out, ignore_errors=True)
+print("RESULT", json.dumps(results))
 """
 
 
-def bench_engine(engine: str, cpus: int, path: Path, heap: str = "auto") -> float:
+def bench_engine(engine: str, cpus: int, path: Path, heap: str = "auto") -> dict[str, dict]:
+    """Each way of running ``engine`` on ``cpus`` CPUs: its rate, wall seconds, step seconds.
+
+    Ray Data: ``parquet`` (each read task writes its own Parquet parts) and ``materialize``
+    (the features go to the object store); step seconds are the tasks' own timers, summed over
+    tasks. Spark: ``materialize`` (``from_spark``); steps from the driver: read is a scan of
+    the bars, compute the features plan run to the end (shuffle, sort, kernels) less the read,
+    write the hand-over to Ray Data (the whole ``from_spark`` run less the compute).
+    """
     done = subprocess.run(
         [sys.executable, "-c", CHILD, engine, str(cpus), str(path), heap],
         capture_output=True,
@@ -245,10 +296,37 @@ def bench_engine(engine: str, cpus: int, path: Path, heap: str = "auto") -> floa
     )
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
-            return float(json.loads(line.split(" ", 1)[1]))
+            return json.loads(line.split(" ", 1)[1])
     causes = [x for x in done.stderr.splitlines() if "Error" in x or "Caused by" in x]
     print(f"  {engine} on {cpus} CPU(s) failed: {' | '.join(causes[-3:]) or done.stderr[-500:]}")
-    return float("nan")
+    return {}
+
+
+ENGINE_MODES = {
+    "parquet": "tasks write parquet",
+    "materialize": "to object store",
+}
+"""How each engine run hands its features over, as printed."""
+
+
+def engine_line(name: str, cpus: int, run: dict, rows: int) -> str:
+    """Where one engine run's time went: microseconds per row in each step.
+
+    Task clocks (Ray Data) sum over tasks, so they are set against the run's wall time times
+    its CPUs; driver clocks (Spark's stages) are wall time already.
+    """
+    per_row = 1e6 / rows
+    steps = run["steps"]
+    parts = ", ".join(f"{step} {seconds * per_row:.3f}" for step, seconds in steps.items())
+    line = f"    {name}, {cpus} CPU: {run['seconds']:.2f} s; us/row: {parts}"
+    if run["clock"] == "driver":
+        return f"{line} (stage wall times from the driver)"
+    held = run["seconds"] * cpus  # CPU-seconds the run held
+    rest = max(held - sum(steps.values()), 0)
+    return (
+        f"{line}; wall x CPUs {held * per_row:.3f} (rest {rest * per_row:.3f}: scheduling, "
+        "hand-over, idle)"
+    )
 
 
 def main() -> None:
@@ -281,16 +359,18 @@ def main() -> None:
         }
         incremental, incremental_split = bench_incremental(table)
         results |= incremental
+        engines: dict[tuple[str, int], dict] = {}
         for cpus in (1, 2) if not args.no_engines else ():
-            results[f"ray data engine, {cpus} CPU"] = bench_engine("ray", cpus, path)
+            engines["ray data engine", cpus] = bench_engine("ray", cpus, path)
         if not args.no_spark and not args.no_engines:
             for cpus in (1, 2):
-                results[f"spark engine, {cpus} executor"] = bench_engine(
-                    "spark", cpus, path, args.spark_heap
-                )
+                engines["spark engine", cpus] = bench_engine("spark", cpus, path, args.spark_heap)
+        for (name, cpus), runs in engines.items():
+            for mode, run in runs.items():
+                results[f"{name}, {cpus} CPU, {ENGINE_MODES[mode]}"] = run["rate"]
     talib = results["talib (baseline, 1 process)"]
     for name, rate in results.items():
-        print(f"  {name:42s} {rate / 1e6:8.3f} M rows/s   {rate / talib:6.2f} x talib")
+        print(f"  {name:50s} {rate / 1e6:8.3f} M rows/s   {rate / talib:6.2f} x talib")
     kernels = results["kernels (1 process, no Ray)"]
     print(f"  kernels / talib, full spec, one process: {kernels / talib:.2f}x")
     for name in (
@@ -302,9 +382,18 @@ def main() -> None:
         print(f"  {name} / kernels, per bar: {results[name] / beside:.2f}x")
     split = ", ".join(f"{name} {ns:.0f}" for name, ns in incremental_split.items())
     print(f"  incremental with checkpoints, ns per bar: {split}")
-    if not args.no_engines:
-        one, two = results["ray data engine, 1 CPU"], results["ray data engine, 2 CPU"]
-        print(f"  ray data engine speed-up 2 CPUs / 1 CPU: {two / one:.2f}x")
+    if engines:
+        print("  where the engines' time went (step seconds summed over tasks, per row):")
+    for (name, cpus), runs in engines.items():
+        for mode, run in runs.items():
+            print(engine_line(f"{name} {ENGINE_MODES[mode]}", cpus, run, rows))
+    for name, mode in (("ray data engine", "parquet"), ("ray data engine", "materialize")):
+        one, two = engines.get((name, 1), {}).get(mode), engines.get((name, 2), {}).get(mode)
+        if one and two:
+            speedup = two["rate"] / one["rate"]
+            print(f"  {name} {ENGINE_MODES[mode]}, speed-up 2 CPUs / 1 CPU: {speedup:.2f}x")
+            print(f"  {name} {ENGINE_MODES[mode]}, per core / talib: "
+                  f"{one['rate'] / talib:.2f}x (1 CPU), {two['rate'] / 2 / talib:.2f}x (2 CPUs)")
 
 
 if __name__ == "__main__":

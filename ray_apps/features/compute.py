@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +23,7 @@ from ray_apps._private.ray_data_console import quiet_ray_data_console
 from ray_apps.errors import UserError
 from ray_apps.features.batch import normalize_bars, output_schema
 from ray_apps.features.engines.incremental import IncrementalEngine, replay
+from ray_apps.features.outputs import features_writer
 from ray_apps.features.sources import BarsInput, read_group, resolve_interval, symbol_counts
 from ray_apps.features.spec import FeatureSpec
 from ray_apps.stores.offline_actor import OfflineStoreHandle
@@ -113,25 +113,44 @@ class EngineRun:
     """What an engine gets: the request, the spec, the store and the input's symbol counts.
 
     Engines add the bars they leave out to :attr:`rejected` (per reason) by the time their
-    last block is taken.
+    last block is taken. An engine that stores rows itself (from its tasks, not through the
+    blocks it yields) adds the rows it computed so to :attr:`sunk_rows` and the rows the
+    store took to :attr:`stored_rows`.
     """
 
     request: ComputeRequest
     spec: FeatureSpec
     store: OfflineStoreHandle | None
     counts: dict[str, int]
+    interval: str
     rejected: Counter[str] = field(default_factory=Counter)
+    sunk_rows: int = 0
+    stored_rows: int = 0
 
 
 def _ray_blocks(run: EngineRun) -> Iterator[pa.Table]:
-    from ray_apps.features.engines.ray_data import RejectTally, feature_dataset
+    """The Ray Data engine's blocks; with ``to_store`` and no output, its tasks store them.
+
+    Storing from the read tasks keeps the feature bytes off the driver and the object store:
+    the dataset then holds one summary row per block (:data:`ray_data.SINK_SCHEMA`).
+    """
+    from ray_apps.features.engines.ray_data import FeatureSink, TaskTally, feature_dataset
 
     quiet_ray_data_console()
-    tally = RejectTally.remote()
+    tally = TaskTally.remote()
+    request = run.request
+    sink = None
+    if request.to_store and request.output is None:
+        sink = FeatureSink(store=run.store, interval=run.interval)
     dataset = feature_dataset(
-        run.request.source, run.spec, run.store, run.request.parallelism, run.counts, tally
+        request.source, run.spec, run.store, request.parallelism, run.counts, tally, sink
     )
-    yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
+    for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        if sink is None:
+            yield block
+        else:
+            run.sunk_rows += sum(block.column("rows").to_pylist())
+            run.stored_rows += sum(block.column("stored").to_pylist())
     run.rejected.update(ray.get(tally.counts.remote()))
 
 
@@ -205,7 +224,7 @@ def compute_features(
         f"{spec.version} over {total:,} {interval} bars of {len(counts):,} symbols from "
         f"{request.source.label}"
     )
-    run = EngineRun(request, spec, store, counts)
+    run = EngineRun(request, spec, store, counts, interval)
     summary = ComputeSummary(
         engine=request.engine,
         spec_version=spec.version,
@@ -214,7 +233,7 @@ def compute_features(
         output=request.output,
     )
     started = last_report = time.monotonic()
-    writer = pq.ParquetWriter(request.output, output_schema(spec)) if request.output else None
+    writer = features_writer(request.output, output_schema(spec)) if request.output else None
     pending: list[ray.ObjectRef] = []
     try:
         for block in ENGINES[request.engine](run):
@@ -236,6 +255,8 @@ def compute_features(
     finally:
         if writer is not None:
             writer.close()
+    summary.rows += run.sunk_rows
+    summary.stored += run.stored_rows
     summary.rejected = dict(run.rejected)
     summary.seconds = time.monotonic() - started
     return summary

@@ -1,10 +1,14 @@
 """The Spark engine: RayDP runs Spark executors as Ray actors; the same kernels run per symbol.
 
-Bars are read by Spark (Parquet or CSV, so larger than memory is fine), grouped by symbol and
-handed to :func:`compute_checked` through ``applyInPandas``: the very function the Ray Data
-engine runs, so the two give identical numbers (bars that break the bar rules are left out,
-and counted per reason in a separate pass). The result goes back to Ray Data with
-``ray.data.from_spark`` for training.
+Bars are read by Spark (Parquet or CSV, so larger than memory is fine), hash-partitioned by
+symbol and sorted by symbol and time within each partition, so every symbol is one run in one
+partition. ``mapInArrow`` then hands each partition's Arrow batches to the kernels: batches are
+gathered into tables of whole symbols (:func:`whole_symbol_tables`) and given to
+:func:`compute_checked`, the very function the Ray Data engine runs, so the two give identical
+numbers, with no pandas conversion on the way in or out (Spark 3.5, the one RayDP 1.6 ships,
+has ``mapInArrow`` but not ``groupBy().applyInArrow``, which came with Spark 4.0). Bars that
+break the bar rules are left out, and counted per reason in a separate pass. The result goes
+back to Ray Data with ``ray.data.from_spark`` for training.
 """
 
 from __future__ import annotations
@@ -13,14 +17,13 @@ import os
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,6 +52,8 @@ JAVA_17_OPTIONS = " ".join(
 
 ROWS_PER_PARTITION = 250_000
 """Rows per Spark shuffle partition aimed at by :func:`partitions_for`."""
+MIN_ROWS_PER_CALL = 100_000
+"""Rows of whole symbols gathered from Spark's Arrow batches before the kernels run."""
 
 
 class SparkConfig(BaseModel):
@@ -137,7 +142,7 @@ def bars_frame(
 
 def rejected_counts(bars: DataFrame) -> dict[str, int]:
     """Bars that break the bar rules, per reason (one pass, no shuffle of the bars)."""
-    counted = bars.mapInPandas(_count_rejected, schema="code int, bars long")
+    counted = bars.mapInArrow(_count_rejected, schema="code int, bars long")
     totals = counted.groupBy("code").sum("bars").collect()
     return {VALUE_REASONS[int(row[0]) - 1]: int(row[1]) for row in totals}
 
@@ -196,25 +201,65 @@ def _read(spark: SparkSession, source: BarsInput, store: OfflineStoreHandle | No
     return spark.read.parquet(str(source.path))
 
 
-def _features(bars: DataFrame, spec: FeatureSpec) -> DataFrame:
-    def compute(frame: pd.DataFrame) -> pd.DataFrame:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        return compute_checked(table, spec)[0].to_pandas()
+def whole_symbol_tables(
+    batches: Iterable[pa.RecordBatch], min_rows: int = MIN_ROWS_PER_CALL
+) -> Iterator[pa.Table]:
+    """Tables of whole symbols from batches sorted by symbol.
 
-    return bars.groupBy("symbol").applyInPandas(compute, schema=_schema(spec))
+    Batches are gathered until ``min_rows`` rows are in hand; the rows before the last
+    batch's last symbol then make one table, and that symbol's rows start the next.
 
-
-def _count_rejected(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """Rejected bars per reason code: 1 + the index in ``VALUE_REASONS``.
-
-    Numbers, not text: pyspark 3.5 cannot convert pandas 3's Arrow-backed text columns.
+    Args:
+        batches: record batches with a ``symbol`` column, sorted by symbol; a symbol's rows
+            may span several batches.
+        min_rows: rows to gather before cutting at a symbol boundary.
     """
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        rows += batch.num_rows
+        if rows < min_rows:
+            continue
+        symbols = batch.column("symbol")
+        cut = pc.index(symbols, symbols[-1]).as_py()  # the first row of the batch's last symbol
+        if cut is None or cut <= 0:
+            continue  # the batch is one symbol (or ends in nulls): keep gathering
+        yield pa.Table.from_batches([*pending[:-1], batch.slice(0, cut)])
+        pending = [batch.slice(cut)]
+        rows = batch.num_rows - cut
+    if pending:
+        yield pa.Table.from_batches(pending)
+
+
+def arrow_features(
+    spec: FeatureSpec,
+) -> Callable[[Iterable[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The ``mapInArrow`` function: a symbol-sorted partition's batches to feature batches."""
+
+    def compute(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for bars in whole_symbol_tables(batches):
+            yield from compute_checked(bars, spec)[0].to_batches()
+
+    return compute
+
+
+def _features(bars: DataFrame, spec: FeatureSpec) -> DataFrame:
+    ordered = bars.repartition("symbol").sortWithinPartitions("symbol", "ts")
+    return ordered.mapInArrow(arrow_features(spec), _schema(spec))
+
+
+def _count_rejected(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Rejected bars per reason code: 1 + the index in ``VALUE_REASONS``."""
     counts: Counter[str] = Counter()
-    for frame in frames:
-        counts.update(check_bars(pa.Table.from_pandas(frame, preserve_index=False))[1])
+    for batch in batches:
+        counts.update(check_bars(pa.Table.from_batches([batch]))[1])
     codes = [VALUE_REASONS.index(reason) + 1 for reason in counts]
-    yield pd.DataFrame(
-        {"code": np.array(codes, dtype=np.int32), "bars": np.array(list(counts.values()))}
+    yield pa.record_batch(
+        [pa.array(codes, pa.int32()), pa.array(list(counts.values()), pa.int64())],
+        names=["code", "bars"],
     )
 
 

@@ -3,7 +3,7 @@
 :func:`compute_table` takes bars (any order, any number of symbols), sorts them by symbol and
 time, runs the compiled kernels along each symbol's series and returns ``symbol, ts`` and the
 spec's columns. The Ray Data engine maps it over blocks that hold whole symbols; the Spark
-engine calls it from ``applyInPandas``.
+engine calls it from ``mapInArrow`` on Arrow tables of whole symbols.
 """
 
 from __future__ import annotations

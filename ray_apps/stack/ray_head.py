@@ -139,15 +139,19 @@ cloud load balancer time to drop it; on the local stack nothing sits in front of
 def serve_env(serve: ServeSettings) -> dict[str, str]:
     """Ray Serve's variables for the head, read by its controller and replicas at start.
 
-    With ``serve.direct_ingress`` each ingress replica runs its own HTTP server on
-    ``serve.host`` and a port from ``serve.direct_ingress_port`` up; a released port is reused
-    at once (no quarantine: there is no HAProxy to drain), so a replaced replica usually takes
-    its predecessor's port.
+    Replicas run their methods on the replica's own event loop rather than a second thread
+    (`RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0`; sync methods still go to a thread pool):
+    on 2 cores it saved the hop between the two loops, 1.6x the requests per second through
+    direct ingress (bench/serve.py). With ``serve.direct_ingress`` each ingress replica runs
+    its own HTTP server on ``serve.host`` and a port from ``serve.direct_ingress_port`` up; a
+    released port is reused at once (no quarantine: there is no HAProxy to drain), so a
+    replaced replica usually takes its predecessor's port.
     """
+    env = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
     if not serve.direct_ingress:
-        return {}
+        return env
     ports = serve.direct_ingress_ports
-    return {
+    return env | {
         "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(ports.start),
         "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(ports.stop - 1),

@@ -50,4 +50,6 @@ def test_the_ray_head_turns_on_serves_direct_ingress_on_its_own_ports(tmp_path):
     assert ports == ("31000", "31999")
     assert env["RAY_SERVE_PORT_QUARANTINE_S"] == "0"
     off = RayHead(Settings(state_dir=tmp_path, serve={"direct_ingress": False})).env()
-    assert not [key for key in off if key.startswith("RAY_SERVE_")]
+    assert [key for key in off if key.startswith("RAY_SERVE_")] == [
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"
+    ]

@@ -6,34 +6,34 @@ champion, starts the app with ``serve_up``, and runs closed-loop load (each of C
 its next request when the last one answered) against ``POST /v1/predict`` with 1 symbol and
 with all symbols, at each concurrency of ``--concurrency``, ``--requests`` requests each.
 Then the baseline: the same HTTP API (``create_api``) over the champion deployment's class
-(``ModelServer``) in one uvicorn process, no Serve, under the same load. Prints throughput,
-p50/p95/p99 ms and errors.
+(``ModelServer``) in one uvicorn process, no Serve, under the same load. Serve is measured at
+both of its addresses: the ingress replica's own port (direct ingress, ``serve.direct_ingress``)
+and Serve's HTTP proxy. Prints throughput, p50/p95/p99 ms and errors, then each Serve address's
+peak against the bare peak.
 
     python bench/serve.py [--symbols 500] [--requests 400] [--concurrency 1 8 32 64]
 
-Measured 2026-11-26 12:08, 2-core machine shared with another engineer's feature benchmark,
-one run, --requests 300, ridge model, 500 symbols; req/s and p50 / p99 ms. Both servers answer
-from the champion's last scoring of the universe (rescored on the online store's events): Serve
-from the ingress's copy of it (no call to the model replica), bare from its ModelServer.
+Measured 2026-11-26 15:50, 2-core machine, nothing else running, one run, --requests 400,
+ridge model, 500 symbols; req/s and p50 / p99 ms. All three answer from the champion's last
+scoring of the universe (rescored on the online store's events).
 
-    symbols clients   Serve                      bare FastAPI + uvicorn
-       1       1       56.3   15.8 /   45.1      756.0    1.2 /    4.2
-       1       8      107.0   70.1 /  165.0      812.1    8.3 /   41.2
-       1      32      107.1  280.0 /  563.6      954.1   30.6 /   61.7
-       1      64      102.9  617.8 /  933.5      610.1   66.8 /  271.1
-     500       1       28.0   29.9 /  120.3      134.1    6.4 /   22.9
-     500       8       21.1  309.3 / 1252.5      137.0   49.5 /  209.6
-     500      32       28.3  996.9 / 2257.5       69.6  396.6 /  847.5
-     500      64       23.8 2421.7 / 4713.1      102.6  551.4 /  839.9
+    symbols clients   direct ingress           Serve proxy               bare FastAPI + uvicorn
+       1       1      391.8   2.2 /   6.8      53.1   17.7 /   37.9      643.1    1.4 /    4.0
+       1       8      492.2  14.7 /  36.8      91.7   82.3 /  171.7      659.7   11.8 /   23.5
+       1      32      462.5  64.6 / 100.4      92.6  343.3 /  477.7      491.3   47.6 /  295.4
+       1      64      430.7 137.1 / 236.6      90.4  688.7 /  969.0     1073.6   49.9 /   94.2
+     500       1       83.9  11.5 /  24.5      38.1   25.2 /   51.9       98.7    9.4 /   16.2
+     500       8       88.6  88.5 / 134.5      47.1  168.0 /  241.4       94.7   65.6 /  307.6
+     500      32      113.4 259.2 / 378.2      54.2  591.1 /  790.0       91.1  285.9 /  644.6
+     500      64      109.1 550.0 / 760.2      54.6 1128.3 / 1536.1       82.3  719.6 / 1042.6
 
-Zero errors. Serve's peak is 11% of the bare peak with 1 symbol (107.1 / 954.1) and 21% with
-500 (28.3 / 137.0); the aims (70%, p99 <= 25 ms at 8 clients) are missed. Against the previous
-run (each request read Redis and called the model replica: Serve 75.4 and 31.3 req/s, bare 189.3
-and 83.6) Serve gained 42% with one symbol, and the bare server 5x: what is left in Serve is
-its own path, HTTP proxy -> ingress replica -> proxy, two processes and pickled hops on 2 busy
-cores. A trivial Serve app measured the same ceiling here (../shared/DESIGN.md: 145-218 req/s
-through the proxy, bare speed with ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1``): direct ingress is
-the next step for the aims, after its port on all interfaces is kept on loopback.
+Zero errors. Direct ingress: 46% of the bare peak with one symbol (492.2 / 1073.6; 75% of the
+bare server at 8 clients, 659.7) and 115% with 500 (113.4 / 98.7); p99 at 8 clients 36.8 ms
+(aim 25). The proxy: 9% and 55%. Before direct ingress, replicas running user code on their
+own loop and the score distribution observed once per scoring (it was observed per answered
+entry, 16 us each), Serve peaked at 107.1 and 28.3 req/s. What is left between direct ingress
+and bare with one symbol is Serve's per-request work in the replica (request context, routing
+metadata, its own metrics) on the same two cores as the load generator.
 """
 
 from __future__ import annotations

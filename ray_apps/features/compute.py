@@ -134,23 +134,30 @@ def _ray_blocks(run: EngineRun) -> Iterator[pa.Table]:
     Storing from the read tasks keeps the feature bytes off the driver and the object store:
     the dataset then holds one summary row per block (:data:`ray_data.SINK_SCHEMA`).
     """
-    from ray_apps.features.engines.ray_data import FeatureSink, TaskTally, feature_dataset
+    from ray_apps.features.engines.ray_data import (
+        FeatureSink,
+        TaskTally,
+        feature_dataset,
+        write_features,
+    )
 
     quiet_ray_data_console()
     tally = TaskTally.remote()
     request = run.request
-    sink = None
+    inputs = {
+        "source": request.source,
+        "spec": run.spec,
+        "store": run.store,
+        "parallelism": request.parallelism,
+        "counts": run.counts,
+        "tally": tally,
+    }
     if request.to_store and request.output is None:
         sink = FeatureSink(store=run.store, interval=run.interval)
-    dataset = feature_dataset(
-        request.source, run.spec, run.store, request.parallelism, run.counts, tally, sink
-    )
-    for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-        if sink is None:
-            yield block
-        else:
-            run.sunk_rows += sum(block.column("rows").to_pylist())
-            run.stored_rows += sum(block.column("stored").to_pylist())
+        run.sunk_rows, run.stored_rows = write_features(sink=sink, **inputs)
+    else:
+        dataset = feature_dataset(**inputs)
+        yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
     run.rejected.update(ray.get(tally.counts.remote()))
 
 

@@ -201,8 +201,8 @@ def test_health_models_and_predictions_equal_the_online_scorer(app, stack):
     assert one == [p for p in body["predictions"] if p["symbol"] == "S03"]
 
 
-def metric_samples(stack, name: str) -> dict[str, float]:
-    """``labels -> value`` of one metric on the node's Prometheus endpoint (Ray's export)."""
+def metrics_url(stack) -> str:
+    """The node's Prometheus endpoint (Ray's metrics export)."""
     found = stack.run(
         str(BIN / "python"),
         "-c",
@@ -211,10 +211,14 @@ def metric_samples(stack, name: str) -> dict[str, float]:
         "print(ray.nodes()[0]['MetricsExportPort'])",
     )
     assert found.returncode == 0, found.stderr
-    text = requests.get(f"http://127.0.0.1:{found.stdout.split()[-1]}/metrics", timeout=TIMEOUT)
+    return f"http://127.0.0.1:{found.stdout.split()[-1]}/metrics"
+
+
+def metric_samples(text: str, name: str) -> dict[str, float]:
+    """``labels -> value`` of one metric in a Prometheus exposition."""
     return {
         labels: float(value)
-        for labels, value in re.findall(rf"^\w*{name}(\{{[^}}]*\}}) (\S+)$", text.text, re.M)
+        for labels, value in re.findall(rf"^\w*{name}(\{{[^}}]*\}}) (\S+)$", text, re.M)
     }
 
 
@@ -225,11 +229,13 @@ def test_per_version_metrics_count_requests_and_the_score_distribution(app, stac
     scored = sum(
         "score" in p for p in post(app, "/v1/predict", {"symbols": SYMBOLS}).json()["predictions"]
     )
+    url = metrics_url(stack)
     deadline = time.monotonic() + 90  # Ray exports metrics every few seconds
     while True:
-        requests_ = metric_samples(stack, "ray_apps_predictions_total")
-        sizes = metric_samples(stack, "ray_apps_scoring_abs_scores_count")
-        positive = metric_samples(stack, "ray_apps_scoring_positive_scores_total")
+        text = requests.get(url, timeout=TIMEOUT).text
+        requests_ = metric_samples(text, "ray_apps_predictions_total")
+        sizes = metric_samples(text, "ray_apps_scoring_abs_scores_count")
+        positive = metric_samples(text, "ray_apps_scoring_positive_scores_total")
         champion = [v for labels, v in requests_.items() if 'alias="champion"' in labels]
         ours = [
             v

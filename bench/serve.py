@@ -4,36 +4,50 @@ Starts a private stack on free ports in a temp folder (never yours), writes ``--
 symbols x ``--bars`` daily bars of three features to Redis, registers a ridge model as the
 champion, starts the app with ``serve_up``, and runs closed-loop load (each of C clients sends
 its next request when the last one answered) against ``POST /v1/predict`` with 1 symbol and
-with all symbols, at each concurrency of ``--concurrency``, ``--requests`` requests each.
+with all symbols, at each concurrency of ``--concurrency``, for ``--seconds`` each (after a
+second of warm-up).
 Then the baseline: the same HTTP API (``create_api``) over the champion deployment's class
 (``ModelServer``) in one uvicorn process, no Serve, under the same load. Serve is measured at
 both of its addresses: the ingress replica's own port (direct ingress, ``serve.direct_ingress``)
 and Serve's HTTP proxy. Prints throughput, p50/p95/p99 ms and errors, then each Serve address's
 peak against the bare peak.
 
-    python bench/serve.py [--symbols 500] [--requests 400] [--concurrency 1 8 32 64]
+    python bench/serve.py [--symbols 500] [--seconds 3] [--concurrency 1 8 32 64]
 
-Measured 2026-11-26 15:50, 2-core machine, nothing else running, one run, --requests 400,
-ridge model, 500 symbols; req/s and p50 / p99 ms. All three answer from the champion's last
-scoring of the universe (rescored on the online store's events).
+Measured 2026-11-26 19:10-19:25, 2-core machine, nothing else running, two runs a few minutes
+apart, 3 s a point, ridge model, 500 symbols; req/s and p50 / p99 ms. All three answer from the
+champion's last scoring of the universe (rescored on the online store's events). First run:
 
     symbols clients   direct ingress           Serve proxy               bare FastAPI + uvicorn
-       1       1      391.8   2.2 /   6.8      53.1   17.7 /   37.9      643.1    1.4 /    4.0
-       1       8      492.2  14.7 /  36.8      91.7   82.3 /  171.7      659.7   11.8 /   23.5
-       1      32      462.5  64.6 / 100.4      92.6  343.3 /  477.7      491.3   47.6 /  295.4
-       1      64      430.7 137.1 / 236.6      90.4  688.7 /  969.0     1073.6   49.9 /   94.2
-     500       1       83.9  11.5 /  24.5      38.1   25.2 /   51.9       98.7    9.4 /   16.2
-     500       8       88.6  88.5 / 134.5      47.1  168.0 /  241.4       94.7   65.6 /  307.6
-     500      32      113.4 259.2 / 378.2      54.2  591.1 /  790.0       91.1  285.9 /  644.6
-     500      64      109.1 550.0 / 760.2      54.6 1128.3 / 1536.1       82.3  719.6 / 1042.6
+        1       1     511.8    1.6 /    6.4      55.4   16.9 /   35.9     915.0    1.0 /    3.3
+        1       8    1016.7    7.1 /   19.9      93.2   84.6 /  142.0    1492.6    4.8 /   12.2
+        1      32     773.1   38.5 /   99.1      89.8  358.0 /  491.0    1841.0   13.7 /  191.9
+        1      64     876.6   70.9 /  158.2     127.8  477.3 /  628.6    1099.1   45.0 /  264.5
+      500       1      94.2   10.5 /   18.5      38.8   25.4 /   53.6     148.6    5.6 /   12.1
+      500       8     116.8   67.3 /  120.8      53.8  147.9 /  206.0     131.6   44.4 /  248.3
+      500      32     116.5  266.0 /  362.2      66.5  463.9 /  633.2     103.9  287.6 /  534.8
+      500      64     112.9  549.0 /  657.9      54.9 1074.2 / 1423.7     109.2  594.5 /  878.6
 
-Zero errors. Direct ingress: 46% of the bare peak with one symbol (492.2 / 1073.6; 75% of the
-bare server at 8 clients, 659.7) and 115% with 500 (113.4 / 98.7); p99 at 8 clients 36.8 ms
-(aim 25). The proxy: 9% and 55%. Before direct ingress, replicas running user code on their
-own loop and the score distribution observed once per scoring (it was observed per answered
-entry, 16 us each), Serve peaked at 107.1 and 28.3 req/s. What is left between direct ingress
-and bare with one symbol is Serve's per-request work in the replica (request context, routing
-metadata, its own metrics) on the same two cores as the load generator.
+Second run:
+
+    symbols clients   direct ingress           Serve proxy               bare FastAPI + uvicorn
+        1       1     632.1    1.3 /    5.6      62.4   14.8 /   33.4     873.5    1.0 /    3.2
+        1       8     821.7    8.9 /   25.9     108.3   72.8 /  128.7    1300.9    5.6 /   13.1
+        1      32     766.1   38.3 /   89.8     112.9  251.7 /  405.6    1286.2   23.4 /   50.6
+        1      64     749.2   80.4 /  182.9     109.2  549.5 /  988.5    1187.3   43.1 /  255.1
+      500       1     118.6    8.4 /   18.5      41.3   23.9 /   34.8     110.2    9.2 /   14.4
+      500       8     145.2   57.6 /   98.9      61.3  127.2 /  220.7      90.4   63.6 /  323.4
+      500      32     153.1  207.1 /  305.9      73.6  429.6 /  671.6      91.2  282.5 /  567.4
+      500      64     154.3  405.1 /  645.2      71.9  880.2 / 1187.5      87.3  674.2 / 1215.8
+
+Zero errors. Direct ingress: 55% / 63% of the bare peak with one symbol (1,016.7 / 1,841.0 and
+821.7 / 1,300.9) and 79% / 140% with 500; p99 at 8 clients 19.9 / 25.9 ms (aim 25). Per
+request the ingress replica spent about 1.2 ms of CPU, the bare server 0.8-0.9 ms: what is left
+is Serve's own request path in the replica. This stop: the bearer-key dependencies became
+``async`` (FastAPI ran them in its thread pool: 1.7x, the bare server gained as much) and the
+prediction metrics are counted in the replica and exported every 0.1 s (1.3x). Before: 492.2
+and 113.4 req/s, bare 1,073.6 and 98.7, counted over 400 requests a point (under half a second
+at these rates; points moved by a third between runs).
 """
 
 from __future__ import annotations
@@ -106,16 +120,20 @@ def prepare(settings: Settings, symbols: int) -> None:
     )
 
 
-async def closed_loop(url: str, body: dict, clients: int, total: int) -> dict:
-    """``clients`` concurrent clients sending ``total`` requests in all; figures of the run."""
+async def closed_loop(url: str, body: dict, clients: int, seconds: float) -> dict:
+    """``clients`` concurrent clients sending requests for ``seconds``; figures of the run.
+
+    A second of the same load runs first as a warm-up. A fixed time per point, not a fixed
+    count: at 1,000 req/s a few hundred requests last a fraction of a second, and one GC
+    pause or scheduler hiccup moved a point by a third.
+    """
     latencies: list[float] = []
     errors = 0
-    left = min(total, 20)  # warm-up
+    deadline = 0.0
 
     async def client(session: aiohttp.ClientSession) -> None:
-        nonlocal left, errors
-        while left > 0:
-            left -= 1
+        nonlocal errors
+        while time.perf_counter() < deadline:
             started = time.perf_counter()
             try:
                 async with session.post(url, json=body) as reply:
@@ -128,24 +146,32 @@ async def closed_loop(url: str, body: dict, clients: int, total: int) -> dict:
 
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector) as session:
-        await asyncio.gather(*(client(session) for _ in range(min(clients, 4))))
-        left = total
+        deadline = time.perf_counter() + 1.0
+        await asyncio.gather(*(client(session) for _ in range(clients)))
         latencies.clear()
         errors = 0
         started = time.perf_counter()
+        deadline = started + seconds
         await asyncio.gather(*(client(session) for _ in range(clients)))
         elapsed = time.perf_counter() - started
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
-    return {"rps": total / elapsed, "p50": p50, "p95": p95, "p99": p99, "errors": errors}
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50": p50,
+        "p95": p95,
+        "p99": p99,
+        "errors": errors,
+        "requests": len(latencies),
+    }
 
 
-def load(url: str, symbols: list[str], concurrency: Sequence[int], total: int) -> dict:
+def load(url: str, symbols: list[str], concurrency: Sequence[int], seconds: float) -> dict:
     """Figures per (symbols asked, concurrency)."""
     figures = {}
     for asked in (symbols[:1], symbols):
         for clients in concurrency:
             figures[(len(asked), clients)] = asyncio.run(
-                closed_loop(url + "/v1/predict", {"symbols": asked}, clients, total)
+                closed_loop(url + "/v1/predict", {"symbols": asked}, clients, seconds)
             )
     return figures
 
@@ -197,7 +223,7 @@ def report(name: str, figures: dict) -> None:
         print(
             f"{name:6} symbols {asked:4} clients {clients:3}: {f['rps']:8.1f} req/s  p50 "
             f"{f['p50']:7.1f}  p95 {f['p95']:7.1f}  p99 {f['p99']:7.1f} ms  errors "
-            f"{f['errors']}"
+            f"{f['errors']} of {f['requests']}"
         )
 
 
@@ -219,7 +245,7 @@ def summary(runs: dict[str, dict], sizes: Sequence[int]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=500)
-    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--seconds", type=float, default=3.0, help="load per point")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--bare-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -245,9 +271,9 @@ def main() -> None:
             url = f"http://127.0.0.1:{settings.serve.port}"
             wait_ready(url)
             (direct,) = wait_direct_ingress(settings)
-            runs = {"direct": load(direct, symbols, args.concurrency, args.requests)}
+            runs = {"direct": load(direct, symbols, args.concurrency, args.seconds)}
             report("direct", runs["direct"])
-            runs["proxy"] = load(url, symbols, args.concurrency, args.requests)
+            runs["proxy"] = load(url, symbols, args.concurrency, args.seconds)
             report("proxy", runs["proxy"])
             serve_down(settings)
 
@@ -257,7 +283,7 @@ def main() -> None:
             try:
                 url = f"http://127.0.0.1:{port}"
                 wait_ready(url)
-                runs["bare"] = load(url, symbols, args.concurrency, args.requests)
+                runs["bare"] = load(url, symbols, args.concurrency, args.seconds)
                 report("bare", runs["bare"])
             finally:
                 bare.terminate()

@@ -28,6 +28,7 @@ from ray_apps.config import Settings, load_settings
 from ray_apps.serving.http import Conflict, ServiceUnavailable, create_api
 from ray_apps.serving.model_server import ModelServer, Scoring
 from ray_apps.serving.predictions import PredictionPublisher
+from ray_apps.serving.request_metrics import RequestMetrics
 from ray_apps.serving.routing import CHALLENGER, CHAMPION, ChallengerGuard, route
 from ray_apps.serving.schemas import (
     FeaturesResponse,
@@ -105,6 +106,7 @@ class Ingress:
         self.backend = RegistryBackend(settings, champion, challenger)
         self._tasks = [
             asyncio.create_task(self.backend.watch()),
+            asyncio.create_task(self.backend.request_metrics.export_forever()),
             *(asyncio.create_task(self.backend.mirror(role)) for role in (CHAMPION, CHALLENGER)),
         ]
 
@@ -143,16 +145,7 @@ class RegistryBackend:
         )
         self._rolling_back: asyncio.Task | None = None
         self.publisher = PredictionPublisher(settings) if cfg.publish_predictions else None
-        self.requests = Counter("ray_apps_predictions", "Prediction requests.", ("alias",))
-        self.errors = Counter(
-            "ray_apps_prediction_errors", "Failed prediction requests.", ("alias",)
-        )
-        self.latency = Histogram(
-            "ray_apps_prediction_latency_ms",
-            "Prediction latency in ms.",
-            boundaries=[1, 2, 5, 10, 25, 50, 100, 250, 1000],
-            tag_keys=("alias",),
-        )
+        self.request_metrics = RequestMetrics()
         # Score distribution of each scoring of the universe, observed once per (version,
         # as_of) when the copy changes: per answered entry it cost 16 us each, a third of a
         # 500-symbol request. Ray's histograms take positive bounds, so size and sign apart.
@@ -348,19 +341,20 @@ class RegistryBackend:
             self._rolling_back = asyncio.create_task(self.rollback())
 
     async def _measured(self, call: Callable[[str], Awaitable[T]], role: str) -> T:
-        tags = {"alias": self.aliases[role]}
         started = time.perf_counter()
+        ok = False
         try:
-            return await _once_more_if_replica_died(lambda: call(role), role)
+            answer = await _once_more_if_replica_died(lambda: call(role), role)
+            ok = True
+            return answer
         except Exception as error:
-            self.errors.inc(1, tags)
             cause = _cause(error)
             if isinstance(cause, ServiceUnavailable):
                 raise ServiceUnavailable(str(cause)) from None
             raise
         finally:
-            self.requests.inc(1, tags)
-            self.latency.observe((time.perf_counter() - started) * 1000, tags)
+            latency_ms = (time.perf_counter() - started) * 1000
+            self.request_metrics.record(self.aliases[role], latency_ms, ok)
 
     def _live_weight(self) -> float:
         return self.weight if self.challenger_version else 0.0

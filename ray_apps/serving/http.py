@@ -90,10 +90,12 @@ def create_api(
         "champion (and challenger, with its canary weight).",
     )
 
-    def admin(credentials: Credentials) -> None:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop (and at
+    # times a thread start) per request that cost more than the whole prediction
+    async def admin(credentials: Credentials) -> None:
         _check_key(credentials, [admin_key] if admin_key else [])
 
-    def predictor(credentials: Credentials) -> None:
+    async def predictor(credentials: Credentials) -> None:
         if prediction_keys:
             _check_key(credentials, list(prediction_keys))
 

@@ -104,3 +104,34 @@ def test_the_models_endpoint_survives_a_replica_death_too():
     assert models.status_code == 200, models.text
     assert models.json()["champion"]["version"] == "3"
     assert info.calls == 2
+
+
+class Recorded:
+    """A Ray metric's ``inc`` / ``observe``, recorded as ``(value, tags)``."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[float, dict]] = []
+
+    def inc(self, value, tags):
+        self.points.append((value, tags))
+
+    observe = inc
+
+
+def test_requests_and_errors_reach_the_metrics_per_alias_on_export():
+    registry = backend(Method(entries(["A"]), entries(["B"]), ActorDiedError(), ActorDiedError()))
+    metrics = registry.request_metrics
+    metrics.requests, metrics.errors, metrics.latency = Recorded(), Recorded(), Recorded()
+    client = api(registry)
+    assert client.post("/v1/predict", json={"symbols": ["A"]}).status_code == 200
+    assert client.post("/v1/predict", json={"symbols": ["B"]}).status_code == 200
+    assert client.post("/v1/predict", json={"symbols": ["C"]}).status_code == 503
+    assert metrics.requests.points == []  # nothing per request: counted until the export
+    metrics.export()
+    champion = {"alias": "champion"}
+    assert metrics.requests.points == [(3, champion)]
+    assert metrics.errors.points == [(1, champion)]
+    assert [tags for _, tags in metrics.latency.points] == [champion] * 3
+    assert all(value >= 0 for value, _ in metrics.latency.points)
+    metrics.export()  # nothing new: nothing added
+    assert len(metrics.requests.points) == 1 and len(metrics.latency.points) == 3

@@ -316,19 +316,12 @@ class RegistryBackend:
         or were too slow (``serve.challenger_*``).
         """
         if route(self._live_weight(), client_key, self._draw) == CHALLENGER:
-            started = time.perf_counter()
-            ok = False
             try:
-                answer = await self._measured(call, CHALLENGER)
-                ok = True
-                return answer
+                return await self._measured(call, CHALLENGER)
             except Exception as error:
                 log.warning(
                     "challenger failed, the champion answers: %s", _first_line(_cause(error))
                 )
-            finally:
-                if self.guard.record(ok, (time.perf_counter() - started) * 1000):
-                    self._auto_rollback()
         return await self._measured(call, CHAMPION)
 
     def _auto_rollback(self) -> None:
@@ -341,6 +334,7 @@ class RegistryBackend:
             self._rolling_back = asyncio.create_task(self.rollback())
 
     async def _measured(self, call: Callable[[str], Awaitable[T]], role: str) -> T:
+        """``call`` on ``role``, counted in the request metrics (and the challenger's guard)."""
         started = time.perf_counter()
         ok = False
         try:
@@ -355,6 +349,8 @@ class RegistryBackend:
         finally:
             latency_ms = (time.perf_counter() - started) * 1000
             self.request_metrics.record(self.aliases[role], latency_ms, ok)
+            if role == CHALLENGER and self.guard.record(ok, latency_ms):
+                self._auto_rollback()
 
     def _live_weight(self) -> float:
         return self.weight if self.challenger_version else 0.0

@@ -4,8 +4,9 @@ The baseline parses each message with its model and builds the batch's table fro
 models, which is what decoding without the Arrow path costs.
 
 ``python bench/stream_decode.py [--messages N] [--batch N]``: encodes synthetic bars (and
-ticks) as the producers do, then decodes them in micro-batches both ways, in the same run, and
-prints messages per second (best of 3).
+ticks) as the producers do, in JSON and in the binary layout, then decodes them in
+micro-batches, in the same run, and prints messages per second (best of 3) beside the
+baseline on the JSON messages.
 """
 
 from __future__ import annotations
@@ -47,36 +48,44 @@ def main() -> None:
         )
     )
     ticks = synthesize_ticks(bars.slice(0, args.messages // 4), ticks_per_bar=4)
-    encoded = {
-        "bars": _messages(encode_bars(bars), "bars"),
-        "ticks": _messages(
-            encode_ticks(
-                ticks.column("symbol").to_pylist(),
-                ticks.column("ts"),
-                ticks.column("price").to_numpy(),
-                ticks.column("size").to_numpy(),
-            ),
-            "ticks",
-        ),
-    }
     print(f"{args.messages:,} messages in batches of {args.batch:,}, best of 3, one process")
-    for kind, messages in encoded.items():
-        batches = [messages[i : i + args.batch] for i in range(0, len(messages), args.batch)]
+    for kind in ("bars", "ticks"):
+        rates = {}
+        for encoding in ("json", "binary"):
+            if kind == "bars":
+                payloads = encode_bars(bars, encoding)
+            else:
+                payloads = encode_ticks(
+                    ticks.column("symbol").to_pylist(),
+                    ticks.column("ts"),
+                    ticks.column("price").to_numpy(),
+                    ticks.column("size").to_numpy(),
+                    encoding,
+                )
+            messages = _messages(payloads, kind)
+            batches = [messages[i : i + args.batch] for i in range(0, len(messages), args.batch)]
 
-        def fast(batches=batches, kind=kind) -> None:
-            for batch in batches:
-                decode_batch(kind, batch)
+            def fast(batches=batches, kind=kind) -> None:
+                for batch in batches:
+                    decode_batch(kind, batch)
 
-        def slow(batches=batches, kind=kind) -> None:
-            for batch in batches:
-                models = [parse(kind, message.value) for message in batch]
-                pa.Table.from_pylist([m.model_dump() for m in models])
+            def slow(batches=batches, kind=kind) -> None:
+                for batch in batches:
+                    models = [parse(kind, message.value) for message in batch]
+                    pa.Table.from_pylist([m.model_dump() for m in models])
 
-        fast_rate = _best_rate(fast, len(messages))
-        slow_rate = _best_rate(slow, len(messages))
+            rates[encoding] = _best_rate(fast, len(messages))
+            if encoding == "json":
+                rates["parse"] = _best_rate(slow, len(messages))
+            size = sum(map(len, payloads)) / len(payloads)
+            print(
+                f"{kind:5}  {encoding:6} ({size:5.1f} bytes)  decode_batch "
+                f"{rates[encoding]:>10,.0f} msg/s"
+            )
         print(
-            f"{kind:5}  decode_batch {fast_rate:>10,.0f} msg/s   parse + table "
-            f"{slow_rate:>10,.0f} msg/s   x{fast_rate / slow_rate:.1f}"
+            f"{kind:5}  baseline: JSON, pydantic per message + table {rates['parse']:>10,.0f} "
+            f"msg/s; decode_batch JSON x{rates['json'] / rates['parse']:.1f}, binary "
+            f"x{rates['binary'] / rates['parse']:.1f}"
         )
 
 

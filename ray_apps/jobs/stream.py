@@ -61,6 +61,13 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--topic", choices=("bars", "ticks"), default="bars")
     parser.add_argument(
+        "--encoding",
+        choices=("binary", "json"),
+        default="binary",
+        help="message encoding: binary (compact, fastest to consume) or json (readable); "
+        "consumers read both",
+    )
+    parser.add_argument(
         "--ticks-per-bar",
         type=int,
         default=4,
@@ -83,6 +90,7 @@ def replay_request(args: argparse.Namespace) -> ReplayRequest:
             rate=args.rate,
             speedup=args.speedup,
             topic=args.topic,
+            encoding=args.encoding,
             ticks_per_bar=args.ticks_per_bar,
             symbols=args.symbols,
             limit=args.limit,

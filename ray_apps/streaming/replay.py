@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, m
 from ray_apps.config import Settings
 from ray_apps.errors import UserError
 from ray_apps.marketdata.schema import BAR_COLUMNS, BAR_SCHEMA, infer_interval
-from ray_apps.streaming.messages import encode_bars, encode_ticks
+from ray_apps.streaming.messages import Encoding, encode_bars, encode_ticks
 from ray_apps.streaming.ticks import synthesize_ticks
 from ray_apps.streaming.topics import ensure_topics, producer_config
 
@@ -34,6 +34,9 @@ class ReplayRequest(BaseModel):
     rate: PositiveFloat | None = Field(None, description="Messages per second.")
     speedup: PositiveFloat | None = Field(None, description="Event time x this speed.")
     topic: Literal["bars", "ticks"] = "bars"
+    encoding: Encoding = Field(
+        "binary", description="binary (compact, decoded 5-8x faster) or json (readable)."
+    )
     ticks_per_bar: int = Field(4, ge=4, description="Trades made from each bar (topic ticks).")
     symbols: list[str] | None = Field(None, description="Only these symbols.")
     limit: PositiveInt | None = Field(None, description="At most this many bars, earliest first.")
@@ -134,11 +137,12 @@ def run_replay(
             ticks.column("ts"),
             ticks.column("price").to_numpy(),
             ticks.column("size").to_numpy(),
+            request.encoding,
         )
         times = ticks.column("ts")
     else:
         symbols = table.column("symbol").to_pylist()
-        payloads = encode_bars(table)
+        payloads = encode_bars(table, request.encoding)
         times = table.column("ts")
     ensure_topics(settings)
     micros = times.cast(pa.int64()).to_numpy() if len(payloads) else []

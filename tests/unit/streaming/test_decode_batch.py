@@ -1,15 +1,21 @@
-"""``decode_batch`` (Arrow fast path + per-message fallback) against per-message ``parse``."""
+"""``decode_batch`` (binary and Arrow fast paths + per-message fallback) against ``parse``.
+
+Batches mix JSON and binary payloads, good and odd; the binary ones are packed here with
+``struct`` from the layout the messages module documents.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import random
+import struct
 
 import pyarrow as pa
 import pytest
 
-from ray_apps.streaming.messages import RawMessage, decode_batch, parse
+from ray_apps.streaming.messages import RawMessage, decode_batch, encode_bars, parse
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 GOOD_TIMES = [
@@ -103,7 +109,57 @@ def _good(kind: str, rng: random.Random) -> dict:
     }
 
 
+def _packed(kind: str, message: dict, symbol: bytes, ts: int) -> bytes:
+    """The binary layout of the messages module's docstring, written with ``struct``."""
+    if kind == "bars":
+        head = struct.pack("<2sBB12s", b"RB", 1, len(symbol) % 256, message["interval"])
+        prices = [message[k] for k in ("open", "high", "low", "close", "volume")]
+        return head + struct.pack("<q5d", ts, *prices) + symbol
+    head = struct.pack("<2sBB4x", b"RB", 1, len(symbol) % 256)
+    return head + struct.pack("<q2d", ts, message["price"], message["size"]) + symbol
+
+
+BINARY_ODDITIES = {
+    "symbol": ["", " ", "A B", "ÄBC", "x" * 64, "x" * 65, "A\tB", "\u2003"],
+    "interval": [b"0m", b"1x", b"", b"1M", b"1m\x00x", b"\xff1m", b"999999999999"],
+    "ts": [-(2**63), 2**63 - 1, -62135596800_000_001, -62135596800_000_000, 253402300800_000_000],
+    "number": [0.0, -1.0, -0.0, 1e-320, math.inf, -math.inf, math.nan],
+}
+_BYTE_ODDITIES = [
+    lambda data: data[:20],
+    lambda data: data[:2],
+    lambda data: data + b"x",
+    lambda data: data[:-1],
+    lambda data: data[:2] + b"\x02" + data[3:],
+    lambda data: data[:3] + b"\xff" + data[4:],
+    lambda data: data[:-1] + b"\xff",
+]
+
+
+def _binary_payload(kind: str, rng: random.Random) -> bytes:
+    message = _good(kind, rng)
+    if kind == "bars":
+        message["interval"] = message["interval"].encode()
+    symbol = message["symbol"]
+    ts = (dt.datetime.fromisoformat(message["ts"]) - EPOCH) // dt.timedelta(microseconds=1)
+    if rng.random() < 0.5:
+        return _packed(kind, message, symbol.encode(), ts)
+    field = rng.choice([f for f in message if f != "v"])
+    if field == "symbol":
+        symbol = rng.choice(BINARY_ODDITIES["symbol"])
+    elif field == "ts":
+        ts = rng.choice(BINARY_ODDITIES["ts"])
+    elif field == "interval":
+        message["interval"] = rng.choice(BINARY_ODDITIES["interval"])
+    else:
+        message[field] = rng.choice(BINARY_ODDITIES["number"])
+    data = _packed(kind, message, symbol.encode(), ts)
+    return rng.choice(_BYTE_ODDITIES)(data) if rng.random() < 0.3 else data
+
+
 def _payload(kind: str, rng: random.Random) -> bytes | None:
+    if rng.random() < 0.4:
+        return _binary_payload(kind, rng)
     message = _good(kind, rng)
     roll = rng.random()
     if roll < 0.55:
@@ -198,3 +254,61 @@ def test_an_empty_batch_is_an_empty_table() -> None:
         "offset",
         "timestamp_ms",
     ]
+
+
+def test_binary_records_decode_to_their_fields_and_bad_ones_get_reasons() -> None:
+    bar = {"interval": b"15m", "open": 10.0, "high": 10.5, "low": 9.5, "close": 10.25}
+    bar["volume"] = 0.0
+    ts = 1_704_205_800_125_000  # 2024-01-02T14:30:00.125Z
+    good = _packed("bars", bar, b"BTC-USD", ts)
+    assert len(good) == 64 + 7
+    bad = {
+        "unparseable": good[:63],
+        "unknown_schema_version": good[:2] + b"\x02" + good[3:],
+        "non_positive_price": _packed("bars", bar | {"low": 0.0}, b"BTC-USD", ts),
+        "negative_volume": _packed("bars", bar | {"volume": math.nan}, b"BTC-USD", ts),
+        "bad_field": _packed("bars", bar, b"BTC USD", ts),
+    }
+    messages = [
+        RawMessage("bars", 0, i, b"k", value, 7) for i, value in enumerate([good, *bad.values()])
+    ]
+    decoded = decode_batch("bars", messages)
+    assert decoded.table.drop_columns(["offset", "timestamp_ms"]).to_pylist() == [
+        {
+            "symbol": "BTC-USD",
+            "interval": "15m",
+            "ts": dt.datetime(2024, 1, 2, 14, 30, 0, 125000, tzinfo=dt.UTC),
+            **{k: v for k, v in bar.items() if k != "interval"},
+        }
+    ]
+    assert [d.reason for d in decoded.dead] == list(bad)
+    tick = struct.pack("<2sBB4xq2d", b"RB", 1, 4, ts, 187.15, 100.0) + b"AAPL"
+    assert parse("ticks", tick).model_dump() == {
+        "v": 1,
+        "symbol": "AAPL",
+        "ts": dt.datetime(2024, 1, 2, 14, 30, 0, 125000, tzinfo=dt.UTC),
+        "price": 187.15,
+        "size": 100.0,
+    }
+
+
+def test_binary_encoding_round_trips_what_json_carries() -> None:
+    bars = pa.table(
+        {
+            "symbol": ["AAPL", "BTC-USD"],
+            "interval": ["1m", "1m"],
+            "ts": pa.array([0, 1_704_205_800_000_000], pa.timestamp("us", tz="UTC")),
+            "open": [1.0, 2.0],
+            "high": [1.5, 2.5],
+            "low": [0.5, 1.5],
+            "close": [1.25, 2.25],
+            "volume": [0.0, 3.0],
+        }
+    )
+    tables = [
+        decode_batch(
+            "bars", [RawMessage("bars", 0, i, None, v, 0) for i, v in enumerate(payloads)]
+        ).table
+        for payloads in (encode_bars(bars, "json"), encode_bars(bars, "binary"))
+    ]
+    assert tables[0].equals(tables[1]) and tables[0].num_rows == 2

@@ -12,14 +12,14 @@ in one run, for the same topic of N synthetic bars:
     bare consumer's poll (what the broker alone costs).
 
     python bench/stream.py [--symbols 200] [--bars 2500] [--rate 5000] [--seconds 10]
+                           [--encoding binary|json]
 
-Measured 2026-11-26, 2-core shared machine, one run: bare consumer 189,090 msg/s; 1 consumer
-46,146 bars/s, 2 consumers 54,958 bars/s end to end; at 5,000 bars/s produce -> Redis p50 432
-ms, p99 793 ms, produce -> bare consumer p50 307 ms, p99 639 ms. The same day at 19:50, after
-the consumer's collector tuning: bare 194,845 msg/s; 1 consumer 41,301, 2 consumers 46,580
-bars/s (the code before, at 18:25: 36,319 and 39,495 against a bare 144,720); produce -> Redis
-p50 730 ms, p99 1,214 ms; produce -> bare consumer p50 321 ms, p99 769 ms. The figures move
-by a fifth between runs on this shared machine.
+Measured 2026-11-26, 2-core machine, nothing else running, two runs (binary messages; the
+second with the Redis write overlapped): bare consumer 167,949 / 172,460 msg/s; 1 consumer
+50,940 / 55,222, 2 consumers 57,310 / 57,903 bars/s end to end; at 5,000 bars/s produce ->
+Redis p50 534 / 572 ms, p99 1,015 / 1,064 ms, produce -> bare consumer p50 355 / 344 ms, p99
+826 / 699 ms. With JSON messages the same day: 41,301 / 46,580 bars/s against a bare
+194,845. The figures move by a fifth between runs on this shared machine.
 """
 
 from __future__ import annotations
@@ -87,7 +87,9 @@ def end_to_end(settings: Settings, consumers: int, expected: int) -> float:
     return expected / (last - first)
 
 
-def bare_freshness(settings: Settings, bars, rate: float, seconds: float) -> tuple[float, float]:
+def bare_freshness(
+    settings: Settings, bars, rate: float, seconds: float, encoding: str
+) -> tuple[float, float]:
     """p50/p99 milliseconds from produce to a bare consumer's poll at a fixed rate."""
     consumer = Consumer(
         {
@@ -106,7 +108,12 @@ def bare_freshness(settings: Settings, bars, rate: float, seconds: float) -> tup
     latencies: list[float] = []
     producer = threading.Thread(
         target=run_replay,
-        args=([bars.slice(0, count)], ReplayRequest(source="bench", rate=rate), settings, quiet),
+        args=(
+            [bars.slice(0, count)],
+            ReplayRequest(source="bench", rate=rate, encoding=encoding),
+            settings,
+            quiet,
+        ),
     )
     producer.start()
     deadline = time.monotonic() + seconds + 60
@@ -120,7 +127,9 @@ def bare_freshness(settings: Settings, bars, rate: float, seconds: float) -> tup
     return float(p50), float(p99)
 
 
-def freshness(settings: Settings, bars, rate: float, seconds: float) -> tuple[float, float]:
+def freshness(
+    settings: Settings, bars, rate: float, seconds: float, encoding: str
+) -> tuple[float, float]:
     """p50/p99 milliseconds from produce to Redis at a fixed rate, one consumer."""
     start_consumers(settings, 1, echo=quiet)
     try:
@@ -128,7 +137,10 @@ def freshness(settings: Settings, bars, rate: float, seconds: float) -> tuple[fl
             time.sleep(0.5)  # joined the group
         count = int(rate * seconds)
         run_replay(
-            [bars.slice(0, count)], ReplayRequest(source="bench", rate=rate), settings, quiet
+            [bars.slice(0, count)],
+            ReplayRequest(source="bench", rate=rate, encoding=encoding),
+            settings,
+            quiet,
         )
         while stream_status(settings).consumers[0].bars_stored < count:
             time.sleep(0.5)
@@ -144,6 +156,7 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=2500)
     parser.add_argument("--rate", type=float, default=5000.0, help="bars/s of the freshness run")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the freshness run")
+    parser.add_argument("--encoding", choices=("binary", "json"), default="binary")
     args = parser.parse_args()
     spec = SyntheticSpec(n_symbols=args.symbols, n_bars=args.bars)
     bars = validate_bars(generate_bars(spec), spec.interval).bars.cast(BAR_SCHEMA)
@@ -157,10 +170,11 @@ def main() -> None:
             loaded = _with_stream(base, bars_topic="bench-bars", group_id="bench-load")
             ensure_topics(loaded)
             started = time.perf_counter()
-            run_replay([bars], ReplayRequest(source="bench"), loaded, quiet)
+            run_replay([bars], ReplayRequest(source="bench", encoding=args.encoding), loaded, quiet)
             produce_s = time.perf_counter() - started
             print(
-                f"{rows:,} synthetic bars ({args.symbols} symbols x {args.bars}) produced in "
+                f"{rows:,} synthetic bars ({args.symbols} symbols x {args.bars}, "
+                f"{args.encoding}) produced in "
                 f"{produce_s:.1f} s ({rows / produce_s:,.0f} msg/s)"
             )
             bare = rows / bare_consumer(loaded, "bench-bars", rows)
@@ -172,8 +186,8 @@ def main() -> None:
             ensure_topics(fresh)
             floor = _with_stream(base, bars_topic="bench-fresh-bare", group_id="bench-fresh-bare")
             ensure_topics(floor)
-            bare_p50, bare_p99 = bare_freshness(floor, bars, args.rate, args.seconds)
-            p50, p99 = freshness(fresh, bars, args.rate, args.seconds)
+            bare_p50, bare_p99 = bare_freshness(floor, bars, args.rate, args.seconds, args.encoding)
+            p50, p99 = freshness(fresh, bars, args.rate, args.seconds, args.encoding)
         finally:
             stack_down(base, echo=quiet)
     print(f"{'path':<52}{'bars/s':>12}{'vs bare':>10}")

@@ -8,7 +8,9 @@ a thread of its own (so a Ray restart of a killed actor resumes by itself, and `
 2. per partition: decode, aggregate ticks into bars, check the ingest's bar rules, advance the
    incremental features of all the batch's symbols at once (``streaming.partition``);
 3. write the latest vectors and windows to Redis with an event for the serving side, and
-   produce dead letters (unparseable, breaking the schema or a bar rule, or late);
+   produce dead letters (unparseable, breaking the schema or a bar rule, or late); the Redis
+   write runs in a writer thread while the loop polls and decodes the next batch, and is
+   awaited before that batch's write and before any checkpoint (one write in flight at most);
 4. every ``offline_flush_ms``: send the bars and features to the offline store's owner actor
    (the inserts run while the consumer goes on); once a sending's inserts are done (checked at
    the next flush), checkpoint each partition's state with the offset it reflected when sent,
@@ -30,6 +32,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -142,9 +145,14 @@ class StreamConsumer:
             consumer = getattr(self, "consumer", None)
             if consumer is not None:
                 consumer.close()
+            writer = getattr(self, "_writer", None)
+            if writer is not None:
+                writer.shutdown(wait=False)
 
     def _open(self) -> None:
-        self.online: OnlineStore = online_store(self.settings)
+        self.online: OnlineStore = online_store(self.settings)  # used by the writer thread only
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-redis")
+        self._online_write: tuple[Future, float, list[int]] | None = None
         self.checkpoints: CheckpointStore = checkpoint_store(self.settings)
         self.offline: OfflineStoreHandle = offline_store(self.settings)
         self.producer = Producer(producer_config(self.settings))
@@ -175,14 +183,16 @@ class StreamConsumer:
                 self._recover()
             return
         started = time.monotonic()
-        if messages:
-            try:
+        try:
+            if messages:
                 self._process(messages, started)
-            except Exception as error:
-                self._fail("batch", error)
-                return
-        now = time.monotonic()
-        due = (now - self._flushed_at) * 1000 >= stream.offline_flush_ms
+            now = time.monotonic()
+            due = (now - self._flushed_at) * 1000 >= stream.offline_flush_ms
+            if self._online_write is not None and (due or self._online_write[0].done()):
+                self._finish_online_write()
+        except Exception as error:
+            self._fail("batch", error)
+            return
         if (self._dirty or self._sending) and due:
             try:
                 self._flush()
@@ -227,6 +237,12 @@ class StreamConsumer:
             self._offsets[key] = result.next_offset
             self._dirty.add(key)
             produced_ms += [m.timestamp_ms for m in raw.values()]
+        self._finish_online_write()  # the batch before's, so that one write is in flight
+        future = self._writer.submit(self._write_online, features)
+        self._online_write = (future, started, produced_ms)
+
+    def _write_online(self, features: list[pa.Table]) -> tuple[float, float]:
+        """In the writer thread: a batch's vectors and event to Redis; when it was done."""
         changed = pa.concat_tables(features) if features else None
         if changed is not None and changed.num_rows:
             self.online.write_batch(
@@ -235,8 +251,16 @@ class StreamConsumer:
                 self.settings.stream.window,
                 event_as_of=pc.max(changed.column("ts")).as_py(),
             )
-        done = time.monotonic()
-        freshness = time.time() * 1000 - np.asarray(produced_ms, dtype=np.float64)
+        return time.monotonic(), time.time()
+
+    def _finish_online_write(self) -> None:
+        """Waits for the last batch's Redis write (raising its error) and records its times."""
+        if self._online_write is None:
+            return
+        future, started, produced_ms = self._online_write
+        self._online_write = None
+        done, done_wall = future.result()
+        freshness = done_wall * 1000 - np.asarray(produced_ms, dtype=np.float64)
         self.metrics.observe_batch(done - started, np.maximum(freshness, 0) / 1000)
 
     def _dead_letters(self, state: PartitionState, dead: list[DeadLetter]) -> None:
@@ -261,6 +285,7 @@ class StreamConsumer:
         checkpointed (each partition's state and next offset, as they were when it was sent)
         and its offsets committed once its inserts are done, at the next flush.
         """
+        self._finish_online_write()  # a checkpoint must not run ahead of Redis
         self._complete_sending()
         if not self._dirty:
             return
@@ -338,6 +363,8 @@ class StreamConsumer:
         self._state = "running"
 
     def _clear_pending(self) -> None:
+        # a write still running finishes on its own, before any later one (one writer thread)
+        self._online_write = None
         self._sending = None
         self._pending_bars.clear()
         self._pending_features.clear()

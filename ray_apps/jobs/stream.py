@@ -39,7 +39,7 @@ def replay(request: ReplayRequest, settings: Settings, echo: Echo = print) -> Re
             connect_ray(settings)
             yield ray.get(offline_store(settings).bars.remote(symbols=request.symbols))
             return
-        source = parse_source(request.source)
+        source = parse_source(request.source, symbol=request.symbol)
         if isinstance(source, SyntheticSource):
             yield bars_table(generate_bars(source.spec))
             return
@@ -75,6 +75,11 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
         help="trades made from each bar with --topic ticks (at least 4)",
     )
     parser.add_argument("--symbols", nargs="+", metavar="SYMBOL", help="only these symbols")
+    parser.add_argument(
+        "--symbol",
+        help="the symbol of every row of a CSV/Parquet file without a symbol column "
+        "(e.g. a Date,Open,High,Low,Close,Adj Close,Volume price download)",
+    )
     parser.add_argument("--limit", type=int, metavar="N", help="at most N bars, earliest first")
 
 
@@ -93,6 +98,7 @@ def replay_request(args: argparse.Namespace) -> ReplayRequest:
             encoding=args.encoding,
             ticks_per_bar=args.ticks_per_bar,
             symbols=args.symbols,
+            symbol=args.symbol,
             limit=args.limit,
         )
     except ValidationError as exc:

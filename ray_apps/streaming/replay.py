@@ -39,6 +39,7 @@ class ReplayRequest(BaseModel):
     )
     ticks_per_bar: int = Field(4, ge=4, description="Trades made from each bar (topic ticks).")
     symbols: list[str] | None = Field(None, description="Only these symbols.")
+    symbol: str | None = Field(None, description="The symbol of a file without a symbol column.")
     limit: PositiveInt | None = Field(None, description="At most this many bars, earliest first.")
 
     @model_validator(mode="after")

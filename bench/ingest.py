@@ -37,6 +37,7 @@ SETTLE_S = 8
 def baselines(spec: SyntheticSpec, folder: Path) -> dict[str, float]:
     """Seconds for each single-process stage on the whole data set."""
     store = OfflineStore(Settings(state_dir=folder / "baseline"))
+    store.pause_merges("baseline")  # as `ray-apps ingest` does: merges after the load
     started = time.perf_counter()
     bars = generate_bars(spec, text_as_category=True)  # as the ingest tasks do
     generated = time.perf_counter()
@@ -44,6 +45,7 @@ def baselines(spec: SyntheticSpec, folder: Path) -> dict[str, float]:
     validated = time.perf_counter()
     for first in range(0, accepted.num_rows, 1_000_000):
         store.insert_bars(accepted.slice(first, 1_000_000))
+    store.resume_merges("baseline")
     inserted = time.perf_counter()
     assert store.count_bars() == spec.rows
     store.close()

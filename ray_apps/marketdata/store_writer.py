@@ -92,7 +92,7 @@ class StoreWriter:
         bars_ref = bars if isinstance(bars, ray.ObjectRef) else ray.put(bars)
         rows_ref = quarantined if isinstance(quarantined, ray.ObjectRef) else ray.put(quarantined)
         calls = [
-            self._call("insert_bars", (bars_ref,)),
+            self._call("insert_bars", (bars_ref, self.ingest_id)),
             self._call("insert_quarantine", (rows_ref, self.ingest_id, self.source)),
         ]
         self._blocks.append(_Block(calls=calls, counts=counts))

@@ -9,6 +9,8 @@ than clickhouse-connect's insert on the embedded engine; on a server it is an Ar
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
 from collections.abc import Sequence
 
 import clickhouse_connect
@@ -59,6 +61,10 @@ ORDER BY (spec_version, symbol, interval, ts)
 """
 FEATURES_KEY = "spec_version, symbol, interval, ts"
 """The features table's key: each spec version keeps its own rows of the same bars."""
+MERGE_PAUSE_TTL_S = 120.0
+"""A bulk load that inserted nothing for this long (its driver died) stops holding merges off."""
+
+log = logging.getLogger(__name__)
 
 
 def connect(settings: Settings) -> Client:
@@ -94,6 +100,8 @@ class OfflineStore:
             import chdb  # the embedded engine; shares the data of the client above
 
             self._chdb = chdb.connect(str(settings.chdb_path.resolve()))
+        self._merge_holders: dict[str, float] = {}  # bulk loads -> when each last inserted
+        self._merges_paused = False
         self.create_tables()
 
     def create_tables(self) -> None:
@@ -103,12 +111,20 @@ class OfflineStore:
         self.client.command(QUARANTINE_DDL.format(db=self.db))
         self._create_features_table()
 
-    def insert_bars(self, bars: pa.Table | pd.DataFrame) -> int:
+    def insert_bars(self, bars: pa.Table | pd.DataFrame, bulk_load: str | None = None) -> int:
         """Insert validated bars (``BAR_COLUMNS``) in one bulk insert; return the row count.
 
         An Arrow table in ``BAR_TABLE_SCHEMA`` (what validation produces) goes to the engine
         as it is; a frame is converted first.
+
+        Args:
+            bars: the bars.
+            bulk_load: the bulk load (see :meth:`pause_merges`) this insert belongs to, if any.
         """
+        if bulk_load in self._merge_holders:
+            self._merge_holders[bulk_load] = time.monotonic()
+        if self._merge_holders:
+            self._apply_merges()
         table = bars_table(bars)
         if table.num_rows == 0:
             return 0
@@ -116,6 +132,39 @@ class OfflineStore:
         # engine need not merge the block on insert (measured about 1.5x faster without).
         self._bulk_insert("bars", table, {"optimize_on_insert": 0})
         return table.num_rows
+
+    def pause_merges(self, bulk_load: str) -> None:
+        """Holds the bars table's background merges off while a bulk load inserts.
+
+        On two cores the engine's merges take CPU from the load's own inserts and tasks; parts
+        inserted meanwhile are merged once the last load calls :meth:`resume_merges`. Reads
+        use ``FINAL``, so they see one copy of each bar either way. A load that inserts
+        nothing for :data:`MERGE_PAUSE_TTL_S` no longer holds merges off (at the next insert
+        or pause). Where the engine refuses (a server without the privilege), merges run.
+        """
+        self._merge_holders[bulk_load] = time.monotonic()
+        self._apply_merges()
+
+    def resume_merges(self, bulk_load: str) -> None:
+        """Ends a bulk load's hold on merges; they run again once no load holds them."""
+        self._merge_holders.pop(bulk_load, None)
+        self._apply_merges()
+
+    def _apply_merges(self) -> None:
+        now = time.monotonic()
+        self._merge_holders = {
+            load: at for load, at in self._merge_holders.items() if now - at < MERGE_PAUSE_TTL_S
+        }
+        paused = bool(self._merge_holders)
+        if paused == self._merges_paused:
+            return
+        verb = "STOP" if paused else "START"
+        try:
+            self.client.command(f"SYSTEM {verb} MERGES {self.db}.bars")
+        except ClickHouseError as error:
+            log.warning("offline store: SYSTEM %s MERGES refused: %s", verb, error)
+            return
+        self._merges_paused = paused
 
     def insert_quarantine(self, rows: pa.Table | pd.DataFrame, ingest_id: str, source: str) -> int:
         """Keep rejected rows (``QUARANTINE_COLUMNS``) with their reasons; return the count."""

@@ -7,6 +7,7 @@ import pytest
 from ray_apps.config import Settings
 from ray_apps.marketdata.synthetic import SyntheticSpec, generate_bars
 from ray_apps.marketdata.validation import validate_bars
+from ray_apps.stores import offline
 from ray_apps.stores.offline import OfflineStore
 
 
@@ -82,3 +83,34 @@ def test_quarantine_is_kept_with_reasons(store):
     rows = store.quarantine("ing1").to_pandas()
     assert sorted(rows["row_number"].tolist()) == [1, 2]
     assert set(rows["source"]) == {"test.csv"}
+
+
+def _bars_parts(store) -> int:
+    return store.client.query(
+        f"SELECT count() FROM system.parts WHERE database = '{store.db}' AND table = 'bars' "
+        "AND active"
+    ).result_rows[0][0]
+
+
+def test_a_bulk_load_holds_merges_off_until_it_ends(store, monkeypatch):
+    store.client.command(f"OPTIMIZE TABLE {store.db}.bars FINAL")
+    store.pause_merges("load-1")
+    store.pause_merges("load-2")
+    for seed in (11, 12, 13):
+        frame = bars(n_symbols=1, n_bars=10, seed=seed).assign(symbol=f"BULK{seed}")
+        store.insert_bars(frame, bulk_load="load-1")
+    assert _bars_parts(store) == 4  # the merged part and three new ones
+    with pytest.raises(Exception, match=r"(?i)cancel"):
+        store.client.command(f"OPTIMIZE TABLE {store.db}.bars FINAL")
+    store.resume_merges("load-1")  # load-2 still holds them off
+    assert _bars_parts(store) == 4
+    assert store.bars(symbols=["BULK11", "BULK12", "BULK13"]).num_rows == 30  # reads see all
+    store.resume_merges("load-2")
+    store.client.command(f"OPTIMIZE TABLE {store.db}.bars FINAL")
+    assert _bars_parts(store) == 1
+    # a load whose driver died stops holding merges off after MERGE_PAUSE_TTL_S
+    monkeypatch.setattr(offline, "MERGE_PAUSE_TTL_S", 0.0)
+    store.pause_merges("dead-driver")
+    store.insert_bars(bars(n_symbols=1, n_bars=5, seed=14).assign(symbol="BULK14"))
+    store.client.command(f"OPTIMIZE TABLE {store.db}.bars FINAL")
+    assert _bars_parts(store) == 1

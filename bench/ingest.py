@@ -3,13 +3,15 @@
 Starts a private stack on free ports in a temp folder, so it never touches yours. Prints, for
 the same N symbols x M bars:
   - baseline "engine": the bulk insert alone (chdb's Python table function), one process;
-  - baseline "sequential": generate + validate + insert in one process, no Ray;
+  - baseline "sequential": generate + validate + insert in one process, no Ray, holding the
+    table's merges off as the platform's ingest does;
   - "ray-apps ingest": the platform's path (parallel Ray tasks, the offline-store actor).
 
     python bench/ingest.py [--symbols 500] [--bars 20000] [--repeat 3]
 
-Measured 2026-11-26, 10M rows, 2-core machine, median of 3: bulk insert alone 3.27 M rows/s,
-sequential baseline 1.39 M rows/s, ray-apps ingest 1.50 M rows/s (1.08x the baseline).
+Measured 2026-11-27, 10M rows, 2-core machine, median of 3, two runs: bulk insert alone
+3.23 / 3.05 M rows/s, sequential baseline 1.32 / 1.29 M rows/s, ray-apps ingest 2.19 / 2.15 M
+rows/s (1.65x / 1.66x the baseline). Both hold the table's merges off while they load.
 """
 
 from __future__ import annotations

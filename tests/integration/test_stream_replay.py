@@ -10,7 +10,7 @@ from confluent_kafka import Consumer
 
 from ray_apps.marketdata.schema import BAR_SCHEMA, bars_table
 from ray_apps.marketdata.synthetic import SyntheticSpec, generate_bars
-from ray_apps.streaming.messages import BarMessage, TickMessage
+from ray_apps.streaming.messages import BarMessage, TickMessage, parse
 from ray_apps.streaming.ticks import BarAggregator
 
 
@@ -51,14 +51,23 @@ def test_replay_publishes_bars_in_time_order_per_key_and_ticks_that_aggregate_ba
     assert len(messages) == 1000
     by_key: dict[bytes, list] = {}
     for message in messages:
-        bar = BarMessage.model_validate_json(message.value())
+        bar = parse("bars", message.value())  # binary, replay's default encoding
+        assert isinstance(bar, BarMessage), bar
         assert message.key() == bar.symbol.encode()
         by_key.setdefault(message.key(), []).append(bar.ts)
     assert len(by_key) == 5 and all(len(v) == 200 for v in by_key.values())
     assert all(times == sorted(times) for times in by_key.values())
 
     done = stack.cli(
-        "stream", "replay", "--source", "synthetic:5:200:1m", "--topic", "ticks", env=env
+        "stream",
+        "replay",
+        "--source",
+        "synthetic:5:200:1m",
+        "--topic",
+        "ticks",
+        "--encoding",
+        "json",
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     ticks = [

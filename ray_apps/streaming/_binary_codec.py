@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from ray_apps.errors import UserError
+from ray_apps.streaming._arrow_decode import _NOT_NEGATIVE, _POSITIVE
 
 MAGIC = b"RB"
 LAYOUT_VERSION = 1
@@ -44,8 +45,6 @@ LAYOUTS: dict[str, np.dtype] = {
     "ticks": np.dtype([*_HEAD, ("pad", "V4"), ("ts", "<i8"), ("price", "<f8"), ("size", "<f8")]),
 }
 """Each kind's fixed fields, in order, without padding; the symbol follows them."""
-_POSITIVE = {"bars": ("open", "high", "low", "close"), "ticks": ("price", "size")}
-_NOT_NEGATIVE = {"bars": ("volume",), "ticks": ()}
 _MAX_SYMBOL_BYTES = 64  # the schema's longest symbol
 _INTERVAL = re.compile(r"[1-9][0-9]*[smhdw]")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from numba import njit
 
 from ray_apps.errors import UserError
 from ray_apps.features import kernels
@@ -127,8 +128,7 @@ def normalize_bars(bars: pa.Table, coerce: bool = False) -> pa.Table:
 
 
 def _float(bars: pa.Table, column: str) -> np.ndarray:
-    chunked = bars.column(column)
-    values = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
+    values = _array(bars, column)
     if values.type != pa.float64():
         values = pc.cast(values, pa.float64())
     return values.to_numpy(zero_copy_only=False)
@@ -143,33 +143,66 @@ def _group_by_symbol(bars: pa.Table) -> tuple[pa.Table, np.ndarray]:
     n = bars.num_rows
     if n == 0:
         return bars, np.zeros(1, dtype=np.int64)
-    symbol = pc.fill_null(bars.column("symbol").combine_chunks(), "")
-    times = bars.column("ts").combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
-    starts, same, grouped = _runs(symbol, times)
-    if not grouped:
+    symbol = _array(bars, "symbol")
+    if symbol.null_count:
+        symbol = pc.fill_null(symbol, "")
+    ts = _array(bars, "ts")
+    if ts.null_count:
+        raise UserError(f"bars: ts is missing in {ts.null_count} row(s)")
+    times = ts.view(pa.int64()).to_numpy()
+    starts, whole, repeated, first = _runs(symbol, times)
+    if not whole:
         codes = pc.dictionary_encode(symbol).indices.to_numpy(zero_copy_only=False)
         order = np.lexsort((times, codes))
         bars = bars.take(order)
         symbol = symbol.take(order)
         times = times[order]
-        starts, same, _ = _runs(symbol, times)
-    repeated = np.flatnonzero(same & (times[1:] == times[:-1])) + 1
-    if repeated.size:
-        row = int(repeated[0])
+        starts, _, repeated, first = _runs(symbol, times)
+    if repeated:
         raise UserError(
-            f"bars repeat (symbol, ts) = ({bars.column('symbol')[row].as_py()}, "
-            f"{bars.column('ts')[row].as_py()}) ({repeated.size} repeated row(s)); "
+            f"bars repeat (symbol, ts) = ({bars.column('symbol')[first].as_py()}, "
+            f"{bars.column('ts')[first].as_py()}) ({repeated} repeated row(s)); "
             "deduplicate before computing features"
         )
     return bars, starts
 
 
-def _runs(symbol: pa.Array, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Runs of equal symbols: their offsets, each row's continuing flag, and whether whole.
+def _array(bars: pa.Table, column: str) -> pa.Array:
+    chunked = bars.column(column)
+    return chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
 
-    Whole means each symbol has one run, in time order (repeated times are caught later).
+
+def _runs(symbol: pa.Array, times: np.ndarray) -> tuple[np.ndarray, bool, int, int]:
+    """Runs of equal symbols: their offsets, whether whole, and the repeated (symbol, ts) rows.
+
+    Whole means each symbol has one run, in time order. Repeats are counted within runs (so
+    only once the bars are whole): how many rows repeat the one before, and the first of them.
     """
     same = pc.equal(symbol[1:], symbol[:-1]).to_numpy(zero_copy_only=False)
-    starts = np.concatenate(([0], np.flatnonzero(~same) + 1, [len(symbol)])).astype(np.int64)
-    whole = pc.count_distinct(symbol.take(starts[:-1])).as_py() == len(starts) - 1
-    return starts, same, whole and not np.any(same & (times[1:] < times[:-1]))
+    starts, ordered, repeated, first = _run_facts(same, times)
+    whole = ordered and pc.count_distinct(symbol.take(starts[:-1])).as_py() == len(starts) - 1
+    return starts, whole, repeated, first
+
+
+@njit(cache=True, nogil=True)
+def _run_facts(same: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, bool, int, int]:
+    """One pass: run offsets, times in order within runs, rows repeating the one before."""
+    n = times.shape[0]
+    starts = np.empty(n + 1, dtype=np.int64)
+    starts[0] = 0
+    runs = 1
+    ordered = True
+    repeated = 0
+    first = -1
+    for i in range(1, n):
+        if not same[i - 1]:
+            starts[runs] = i
+            runs += 1
+        elif times[i] < times[i - 1]:
+            ordered = False
+        elif times[i] == times[i - 1]:
+            repeated += 1
+            if first < 0:
+                first = i
+    starts[runs] = n
+    return starts[: runs + 1].copy(), ordered, repeated, first

@@ -19,6 +19,12 @@ given beside each feature, the same as the earlier per-bar kernels') is the chec
 The arithmetic follows TA-Lib's C code operation by operation (running sums added before and
 subtracted after each output, SMA seeds summed in order, Wilder smoothing as
 ``(prev * (n - 1) + x) / n``, ``TA_IS_ZERO`` thresholds) so values match TA-Lib to rounding.
+Where TA-Lib branches on the data (a close up or down, the greatest of three ranges, which
+directional move counts), the kernels select instead (``x if cond else y``, ``max``, ``min``,
+adding 0.0): prices go either way at random, a mispredicted branch costs more than both
+sides, and adding 0.0 or multiplying by 1.0 is exact, so the values are TA-Lib's all the same
+(the default spec ran 13% faster for it at 10M rows; taking the stochastic's extremes over the
+whole window at each bar, 10% more).
 
 The generated source is written to a file named after its hash under :data:`CACHE_DIR` and
 imported from there, so numba's on-disk cache (``cache=True``) keeps the machine code across
@@ -217,14 +223,9 @@ def _ema(p: str, base: int, n: int, seed_at: int, x: str, result: str) -> _Code:
 
 
 def _true_range(p: str, prev_close: str) -> list[str]:
+    """TA-Lib's true range: the greatest of high - low and the moves from the previous close."""
     return [
-        f"{p}tr = h - lo",
-        f"{p}up = abs(h - {prev_close})",
-        f"if {p}up > {p}tr:",
-        f"    {p}tr = {p}up",
-        f"{p}down = abs(lo - {prev_close})",
-        f"if {p}down > {p}tr:",
-        f"    {p}tr = {p}down",
+        f"{p}tr = max(max(h - lo, abs(h - {prev_close})), abs(lo - {prev_close}))",
     ]
 
 
@@ -276,10 +277,8 @@ def _rsi(p: str, s: int, o: int, n: int) -> _Code:
         f"    if {p}count > {n + 1}:",
         f"        {p}gain *= {float(n - 1)!r}",
         f"        {p}loss *= {float(n - 1)!r}",
-        f"    if {p}diff < 0:",
-        f"        {p}loss -= {p}diff",
-        "    else:",
-        f"        {p}gain += {p}diff",
+        f"    {p}loss -= min({p}diff, 0.0)",
+        f"    {p}gain += max({p}diff, 0.0)",
         f"    if {p}count >= {n + 1}:",
         f"        {p}gain *= {1.0 / n!r}",
         f"        {p}loss *= {1.0 / n!r}",
@@ -371,10 +370,8 @@ def _obv(p: str, s: int, o: int) -> _Code:
         f"{p}count += 1",
         f"if {p}count == 1:",
         f"    {p}obv = v",
-        f"elif c > {p}prev:",
-        f"    {p}obv += v",
-        f"elif c < {p}prev:",
-        f"    {p}obv -= v",
+        "else:",
+        f"    {p}obv += v * ((1.0 if c > {p}prev else 0.0) - (1.0 if c < {p}prev else 0.0))",
         f"{p}prev = c",
         f"out[t, {o}] = {p}obv",
     ]
@@ -418,44 +415,17 @@ def _zscore(x: str) -> Callable[[str, int, int, int], _Code]:
     return zscore
 
 
-def _extreme(p: str, ring: int, n: int, x: str, name: str, cmp: str) -> list[str]:
-    """Highest (``cmp`` ``>=``) or lowest (``<=``) of the window.
-
-    Rescanned only when the current one leaves the window.
-    """
-    return [
-        f"if {p}count == 1 or {x} {cmp} {p}{name}:",
-        f"    {p}{name} = {x}",
-        f"    {p}{name}_at = {p}count",
-        f"elif {p}{name}_at <= {p}count - {n}:",
-        f"    {p}{name} = state[{ring} + {p}pos]",
-        f"    {p}{name}_at = {p}count - {n - 1}",
-        f"    for j in range({p}pos + 1, {n}):  # oldest to newest: the ring's two runs",
-        f"        if state[{ring} + j] {cmp} {p}{name}:",
-        f"            {p}{name} = state[{ring} + j]",
-        f"            {p}{name}_at = {p}count - {n - 1} + j - {p}pos",
-        f"    for j in range({p}pos):",
-        f"        if state[{ring} + j] {cmp} {p}{name}:",
-        f"            {p}{name} = state[{ring} + j]",
-        f"            {p}{name}_at = {p}count + 1 + j - {p}pos",
-    ]
-
-
 def _stoch(p: str, s: int, o: int, n: int, smooth: int) -> _Code:
     """Slow stochastic.
 
-    State ``[count, ring position, highest, its bar, lowest, its bar, highs[n], lows[n]]``,
-    then the slow-%K and %D sum windows.
+    State ``[count, ring position, 4 unused, highs[n], lows[n]]``, then the slow-%K and %D sum
+    windows. The highest high and lowest low are taken over the whole ring at each bar, without
+    branches: as fast as TA-Lib's rescan-when-it-leaves on 14 bars, and with no state of their
+    own. (The four unused slots held them and their bars in the first layout; they stay so that
+    saved states keep loading.)
     """
-    names = {
-        0: ("count", "int"),
-        1: ("pos", "int"),
-        2: ("high", "float"),
-        3: ("high_at", "int"),
-        4: ("low", "float"),
-        5: ("low_at", "int"),
-    }
-    code = _locals(p, s, names)
+    code = _locals(p, s, {0: ("count", "int"), 1: ("pos", "int")})
+    highs, lows = s + 6, s + 6 + n
     base = s + 6 + 2 * n
     slow_k = _sum_window(p + "k", base, smooth, f"{p}fast_k", f"{p}slow_k")
     slow_d = _sum_window(p + "d", base + 3 + smooth, smooth, f"{p}slow_k", f"{p}slow_d")
@@ -464,13 +434,16 @@ def _stoch(p: str, s: int, o: int, n: int, smooth: int) -> _Code:
         code.store += part.store
     code.step = [
         f"{p}count += 1",
-        f"state[{s + 6} + {p}pos] = h",
-        f"state[{s + 6 + n} + {p}pos] = lo",
+        f"state[{highs} + {p}pos] = h",
+        f"state[{lows} + {p}pos] = lo",
         *_advance_ring(p, n),
-        *_extreme(p, s + 6, n, "h", "high", ">="),
-        *_extreme(p, s + 6 + n, n, "lo", "low", "<="),
         f"out[t, {o}] = out[t, {o + 1}] = NAN",
         f"if {p}count >= {n}:",
+        f"    {p}high = state[{highs}]",
+        f"    {p}low = state[{lows}]",
+        f"    for j in range(1, {n}):",
+        f"        {p}high = max({p}high, state[{highs} + j])",
+        f"        {p}low = min({p}low, state[{lows} + j])",
         f"    {p}range = ({p}high - {p}low) * 0.01",
         f"    {p}fast_k = (c - {p}low) / {p}range if {p}range != 0.0 else 0.0",
         *_indent(slow_k.step),
@@ -514,10 +487,8 @@ def _adx(p: str, s: int, o: int, n: int) -> _Code:
         f"    if {p}count > {n}:",
         f"        {p}mdm -= {p}mdm * {1.0 / n!r}",
         f"        {p}pdm -= {p}pdm * {1.0 / n!r}",
-        f"    if {p}diff_m > 0 and {p}diff_p < {p}diff_m:",
-        f"        {p}mdm += {p}diff_m",
-        f"    elif {p}diff_p > 0 and {p}diff_p > {p}diff_m:",
-        f"        {p}pdm += {p}diff_p",
+        f"    {p}mdm += {p}diff_m if ({p}diff_m > 0) & ({p}diff_p < {p}diff_m) else 0.0",
+        f"    {p}pdm += {p}diff_p if ({p}diff_p > 0) & ({p}diff_p > {p}diff_m) else 0.0",
         f"    if {p}count <= {n}:",
         f"        {p}trs += {p}tr",
         "    else:",

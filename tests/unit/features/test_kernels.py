@@ -6,6 +6,8 @@ registers; each feature's values and its slice of the state vector (the checkpoi
 must still be exactly those of a spec holding that feature alone.
 """
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -103,10 +105,25 @@ def test_bars_in_any_order_give_each_symbols_own_series(panel):
             assert np.array_equal(a, b, equal_nan=True), column
 
 
-def test_a_repeated_symbol_and_time_is_refused(panel):
+@pytest.mark.parametrize("in_order", [False, True])
+def test_a_repeated_symbol_and_time_is_refused(panel, in_order):
     one = panel.filter(pa.compute.equal(panel.column("symbol"), "AAPL")).slice(0, 10)
-    with pytest.raises(UserError, match=r"bars repeat \(symbol, ts\) = \(AAPL"):
-        compute_table(pa.concat_tables([one, one.slice(4, 1)]), DEFAULT)
+    # the repeat at the end (the bars get sorted first) or right after its twin (they do not)
+    parts = [one.slice(0, 5), one.slice(4)] if in_order else [one, one.slice(4, 1)]
+    twin = f"(AAPL, {one.column('ts')[4].as_py()}) (1 repeated row(s))"
+    with pytest.raises(UserError, match=re.escape(f"bars repeat (symbol, ts) = {twin}")):
+        compute_table(pa.concat_tables(parts), DEFAULT)
+
+
+def test_a_missing_time_is_refused_naming_the_column(panel):
+    one = panel.filter(pa.compute.equal(panel.column("symbol"), "AAPL")).slice(0, 10)
+    ts = one.column("ts").to_pylist()
+    ts[3] = None
+    bars = one.set_column(
+        one.schema.get_field_index("ts"), "ts", pa.array(ts, one.schema.field("ts").type)
+    )
+    with pytest.raises(UserError, match=r"^bars: ts is missing in 1 row\(s\)$"):
+        compute_table(bars, DEFAULT)
 
 
 def test_the_generated_kernel_is_compiled_once_per_plan():

@@ -13,11 +13,12 @@ same run:
   - "spark": the Spark-on-Ray engine (RayDP), 1 and 2 executors of one core each, in a Ray
     with one CPU more (``from_spark`` runs there) (skip with --no-spark);
   - "incremental": bar updates/s with micro-batches of one bar per symbol, one core, without
-    and with a checkpoint of the engine's state (``IncrementalEngine.save``) after every
-    micro-batch (the stream consumer checkpoints once per flush, less often), taking turns
-    with the batch kernels (``compute_table``) so the ratio per bar is of the same moments;
-    then where a checkpointing run's time goes per bar (bar rules and replay check, kernel,
-    checkpoint, the rest).
+    and with a checkpoint of the engine's state (``IncrementalEngine.save``) once a second
+    (the stream consumer's cadence: it checkpoints after each flush, ``offline_flush_ms``
+    1000) and after every micro-batch (a stress figure: each copies every symbol's state),
+    taking turns with the batch kernels (``compute_table``) so the ratio per bar is of the
+    same moments; then where the time of a run checkpointing every micro-batch goes per bar
+    (bar rules and replay check, kernel, checkpoint, the rest).
 
 The summary lines compare the kernels with TA-Lib and the incremental engine with the kernels,
 per bar, in this run, and say where each engine's time went: read, compute and write, in
@@ -156,16 +157,18 @@ def bench_incremental(table: pa.Table) -> tuple[dict[str, float], dict[str, floa
     ]
     spent = dict.fromkeys(("total", "checkpoint", "kernel", "bar rules"), 0.0)
 
-    def run(checkpoint: bool) -> None:
+    def run(every_s: float | None) -> None:
+        """The micro-batches, checkpointing once ``every_s`` seconds have passed (None: never)."""
         engine = IncrementalEngine(SPEC)
         clock = time.perf_counter
-        started = clock()
+        started = saved = clock()
         for batch in batches:
             engine.update_arrays(*batch)
-            if checkpoint:
+            if every_s is not None and clock() - saved >= every_s:
                 saving = clock()
                 engine.save()
-                spent["checkpoint"] += clock() - saving
+                saved = clock()
+                spent["checkpoint"] += saved - saving
         spent["total"] += clock() - started
 
     def parts() -> None:
@@ -176,9 +179,10 @@ def bench_incremental(table: pa.Table) -> tuple[dict[str, float], dict[str, floa
         states = np.zeros((len(index), plan.state_size))
         last = np.full(len(index), np.iinfo(np.int64).min)
         clock = time.perf_counter
-        names, _, *prices = batches[0]  # compiles ``rows`` for these arguments, untimed
+        names, _, *prices = batches[0]  # compiles both for these arguments, untimed
         warm = np.empty((len(names), len(plan.columns)))
         kernel.rows(states.copy(), np.arange(len(names)), *prices, warm)
+        compiled_verdicts(*prices, prices[2], np.zeros(len(names), dtype=np.int8))
         for names, ts, *prices in batches:
             rows = np.fromiter(map(index.__getitem__, names), np.int64, len(names))
             out = np.empty((len(names), len(plan.columns)))
@@ -194,13 +198,14 @@ def bench_incremental(table: pa.Table) -> tuple[dict[str, float], dict[str, floa
         table.num_rows,
         {
             "batch kernels, taking turns with incremental": lambda: compute_table(grouped, SPEC),
-            "incremental (bar updates/s, 1 core)": lambda: run(False),
-            "incremental, checkpoint every micro-batch": lambda: run(True),
+            "incremental (bar updates/s, 1 core)": lambda: run(None),
+            "incremental, checkpoint once a second": lambda: run(1.0),
+            "incremental, checkpoint every micro-batch": lambda: run(0.0),
         },
         repeats=3,
     )
     spent = dict.fromkeys(spent, 0.0)  # the split of a run with checkpoints, after warm-up
-    run(True)
+    run(0.0)
     parts()
     per_bar = {name: seconds / table.num_rows * 1e9 for name, seconds in spent.items()}
     per_bar["rest (symbol rows, arrays)"] = per_bar["total"] - sum(
@@ -379,13 +384,14 @@ def main() -> None:
     print(f"  kernels / talib, full spec, one process: {kernels / talib:.2f}x")
     for name in (
         "incremental (bar updates/s, 1 core)",
+        "incremental, checkpoint once a second",
         "incremental, checkpoint every micro-batch",
     ):
         # against the faster of the two kernel figures of this run (the conservative ratio)
         beside = max(kernels, results["batch kernels, taking turns with incremental"])
         print(f"  {name} / kernels, per bar: {results[name] / beside:.2f}x")
     split = ", ".join(f"{name} {ns:.0f}" for name, ns in incremental_split.items())
-    print(f"  incremental with checkpoints, ns per bar: {split}")
+    print(f"  incremental, checkpoint every micro-batch, ns per bar: {split}")
     if engines:
         print("  where the engines' time went (step seconds summed over tasks, per row):")
     for (name, cpus), runs in engines.items():

@@ -14,40 +14,39 @@ peak against the bare peak.
 
     python bench/serve.py [--symbols 500] [--seconds 3] [--concurrency 1 8 32 64]
 
-Measured 2026-11-26 19:10-19:25, 2-core machine, nothing else running, two runs a few minutes
-apart, 3 s a point, ridge model, 500 symbols; req/s and p50 / p99 ms. All three answer from the
-champion's last scoring of the universe (rescored on the online store's events). First run:
+Measured 2026-11-27 03:53 and 03:56, 2-core machine, nothing else running, two runs, 3 s a
+point, ridge model, 500 symbols; req/s and p50 / p99 ms. All three answer from the champion's
+last scoring of the universe (rescored on the online store's events). First run:
 
     symbols clients   direct ingress           Serve proxy               bare FastAPI + uvicorn
-        1       1     511.8    1.6 /    6.4      55.4   16.9 /   35.9     915.0    1.0 /    3.3
-        1       8    1016.7    7.1 /   19.9      93.2   84.6 /  142.0    1492.6    4.8 /   12.2
-        1      32     773.1   38.5 /   99.1      89.8  358.0 /  491.0    1841.0   13.7 /  191.9
-        1      64     876.6   70.9 /  158.2     127.8  477.3 /  628.6    1099.1   45.0 /  264.5
-      500       1      94.2   10.5 /   18.5      38.8   25.4 /   53.6     148.6    5.6 /   12.1
-      500       8     116.8   67.3 /  120.8      53.8  147.9 /  206.0     131.6   44.4 /  248.3
-      500      32     116.5  266.0 /  362.2      66.5  463.9 /  633.2     103.9  287.6 /  534.8
-      500      64     112.9  549.0 /  657.9      54.9 1074.2 / 1423.7     109.2  594.5 /  878.6
+        1       1    1469.6    0.6 /    2.4       137.0    7.0 /   14.0      1809.8    0.5 /    1.3
+        1       8    1848.8    3.7 /    9.9       210.1   36.9 /   61.2      2582.7    2.9 /    6.3
+        1      32    1951.6   14.1 /   30.8       287.5  105.1 /  194.6      2649.6    9.9 /  107.3
+        1      64    2265.9   26.4 /   57.5       244.5  249.3 /  433.9      2707.6   17.6 /  111.5
+      500       1     245.6    3.4 /    7.4        85.8   10.9 /   20.6       241.1    3.9 /    6.1
+      500       8     306.5   25.0 /   41.6       120.1   66.5 /  100.2       236.5   23.3 /  132.4
+      500      32     287.8  102.5 /  177.1       153.7  202.2 /  325.0       166.4  205.4 /  354.0
+      500      64     284.8  216.2 /  307.7       161.7  383.9 /  554.0       173.2  342.4 /  562.0
 
 Second run:
 
     symbols clients   direct ingress           Serve proxy               bare FastAPI + uvicorn
-        1       1     632.1    1.3 /    5.6      62.4   14.8 /   33.4     873.5    1.0 /    3.2
-        1       8     821.7    8.9 /   25.9     108.3   72.8 /  128.7    1300.9    5.6 /   13.1
-        1      32     766.1   38.3 /   89.8     112.9  251.7 /  405.6    1286.2   23.4 /   50.6
-        1      64     749.2   80.4 /  182.9     109.2  549.5 /  988.5    1187.3   43.1 /  255.1
-      500       1     118.6    8.4 /   18.5      41.3   23.9 /   34.8     110.2    9.2 /   14.4
-      500       8     145.2   57.6 /   98.9      61.3  127.2 /  220.7      90.4   63.6 /  323.4
-      500      32     153.1  207.1 /  305.9      73.6  429.6 /  671.6      91.2  282.5 /  567.4
-      500      64     154.3  405.1 /  645.2      71.9  880.2 / 1187.5      87.3  674.2 / 1215.8
+        1       1    1176.5    0.8 /    2.6       112.6    8.5 /   19.0      1381.6    0.7 /    1.6
+        1       8    1755.1    3.7 /   11.6       175.8   44.1 /   79.0      2779.0    2.6 /    6.0
+        1      32    1824.3   16.3 /   33.3       261.5  118.5 /  197.0      2224.0   12.6 /  130.7
+        1      64    2038.0   28.6 /   65.4       285.6  213.8 /  361.0      2342.8   19.8 /  128.4
+      500       1     232.7    3.9 /    7.7        88.9   10.5 /   30.4       260.5    3.3 /    5.5
+      500       8     283.3   27.3 /   42.9       115.0   67.0 /  110.0       229.2   25.2 /  129.6
+      500      32     292.2  103.7 /  161.3       145.1  207.9 /  348.1       189.2  183.9 /  283.7
+      500      64     233.7  258.6 /  349.3       159.0  397.0 /  552.3       204.6  302.4 /  548.3
 
-Zero errors. Direct ingress: 55% / 63% of the bare peak with one symbol (1,016.7 / 1,841.0 and
-821.7 / 1,300.9) and 79% / 140% with 500; p99 at 8 clients 19.9 / 25.9 ms (aim 25). Per
-request the ingress replica spent about 1.2 ms of CPU, the bare server 0.8-0.9 ms: what is left
-is Serve's own request path in the replica. This stop: the bearer-key dependencies became
-``async`` (FastAPI ran them in its thread pool: 1.7x, the bare server gained as much) and the
-prediction metrics are counted in the replica and exported every 0.1 s (1.3x). Before: 492.2
-and 113.4 req/s, bare 1,073.6 and 98.7, counted over 400 requests a point (under half a second
-at these rates; points moved by a third between runs).
+Zero errors. Direct ingress: 84% / 73% of the bare peak with one symbol (2,265.9 / 2,707.6 and
+2,038.0 / 2,779.0) and 127% / 112% with 500; p99 at 8 clients 9.9 / 11.6 ms (aims: 70%, 25
+ms). The same code on 2026-11-26 19:10-19:25 gave 55% / 63% (1,016.7 / 1,841.0 and 821.7 /
+1,300.9), p99 at 8 clients 19.9 / 25.9 ms: the machine's speed moves by day (the bare peak
+moved by half). Per request the ingress replica spent about 1.2 ms of CPU that day, the bare
+server 0.8-0.9 ms: what is left is Serve's own request path in the replica (a py-spy profile
+under load today is flat, no frame above 6%).
 """
 
 from __future__ import annotations

@@ -152,9 +152,9 @@ def check_bars(bars: pa.Table) -> tuple[pa.Table, dict[str, int]]:
     """
     if bars.num_rows == 0:
         return bars, {}
-    columns = {c: _floats(bars, c) for c in ("high", "low", "close", "volume")}
+    columns = {c: float_column(bars, c) for c in ("high", "low", "close", "volume")}
     if "open" in bars.column_names:
-        columns["open_"] = _floats(bars, "open")
+        columns["open_"] = float_column(bars, "open")
     symbol = bars.column("symbol")
     missing_symbol = pc.fill_null(pc.equal(pc.cast(symbol, pa.string()), ""), True)
     codes = bar_verdicts(
@@ -172,6 +172,7 @@ def add_counts(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
     return dict(Counter(total) + Counter(more))
 
 
-def _floats(bars: pa.Table, column: str) -> np.ndarray:
+def float_column(bars: pa.Table, column: str) -> np.ndarray:
+    """A column as float64, nulls as NaN (which the bar rules then refuse)."""
     values = pc.cast(bars.column(column), pa.float64())
     return pc.fill_null(values, np.nan).to_numpy()

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ray_apps.features.bar_checks import compiled_verdicts, reason_names
+from ray_apps.features.bar_checks import compiled_verdicts, float_column, reason_names
 from ray_apps.features.engines.incremental import IncrementalEngine
 from ray_apps.features.spec import FeatureSpec
 from ray_apps.marketdata.schema import BAR_SCHEMA, parse_interval
@@ -265,8 +265,7 @@ def _micros(ts: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 def _floats(table: pa.Table, column: str) -> np.ndarray:
     """A column as contiguous, writable float64 (one compiled type for the engines' calls)."""
-    values = pc.fill_null(pc.cast(table.column(column), pa.float64()), np.nan).to_numpy()
-    return np.require(values, requirements=["C", "W"])
+    return np.require(float_column(table, column), requirements=["C", "W"])
 
 
 def _empty_bars() -> pa.Table:

@@ -39,6 +39,7 @@ from ray_apps.features.bar_checks import (
     MISSING_SYMBOL,
     add_counts,
     compiled_verdicts,
+    float_column,
     reason_counts,
 )
 from ray_apps.features.batch import INPUT_COLUMNS, output_schema
@@ -156,11 +157,11 @@ class IncrementalEngine:
         if not pa.types.is_timestamp(ts.type):
             raise UserError(f"bars: ts must be a timestamp, not {ts.type}")
         micros = pc.cast(ts, pa.timestamp("us", tz=ts.type.tz)).cast(pa.int64())
-        opened = _floats(bars, "open") if "open" in bars.column_names else None
+        opened = float_column(bars, "open") if "open" in bars.column_names else None
         accepted, values = self.update_arrays(
             bars.column("symbol").to_pylist(),
             micros.to_numpy(),
-            *(_floats(bars, c) for c in ("high", "low", "close", "volume")),
+            *(float_column(bars, c) for c in ("high", "low", "close", "volume")),
             open_=opened,
         )
         kept = bars.filter(pa.array(accepted)) if not accepted.all() else bars
@@ -402,11 +403,6 @@ def _little_endian(values: np.ndarray) -> np.ndarray:
     if sys.byteorder == "little":
         return values
     return values.astype(values.dtype.newbyteorder("<"))
-
-
-def _floats(bars: pa.Table, column: str) -> np.ndarray:
-    values = pc.cast(bars.column(column), pa.float64())
-    return pc.fill_null(values, np.nan).to_numpy()
 
 
 def _grow(array: np.ndarray, rows: int, fill: float) -> np.ndarray:

@@ -139,11 +139,12 @@ def bench_pandas_ta(table: pa.Table, symbols: int) -> float:
 
 
 def bench_incremental(table: pa.Table) -> tuple[dict[str, float], dict[str, float]]:
-    """Incremental bar updates/s, one micro-batch per bar time, without and with a checkpoint.
+    """Incremental bar updates/s, one micro-batch per bar time, without and with checkpoints.
 
-    Returns the rates (the fastest of 3 runs each, taking turns) and where the time of the
-    checkpointing run goes, in ns per bar: the bar rules and replay check, the kernel alone
-    (the same calls, timed apart), the checkpoint, and the rest (symbol rows, arrays).
+    Returns the rates (the fastest of 3 runs each, taking turns) and where the time of a run
+    checkpointing every micro-batch goes, in ns per bar: the bar rules and replay check, the
+    kernel alone (the same calls, timed apart), the checkpoint, and the rest (symbol rows,
+    arrays).
     """
     grouped = table  # each symbol's bars together, as the batch kernels read them
     table = table.sort_by([("ts", "ascending"), ("symbol", "ascending")])
@@ -204,7 +205,7 @@ def bench_incremental(table: pa.Table) -> tuple[dict[str, float], dict[str, floa
         },
         repeats=3,
     )
-    spent = dict.fromkeys(spent, 0.0)  # the split of a run with checkpoints, after warm-up
+    spent = dict.fromkeys(spent, 0.0)  # the split of a run checkpointing every micro-batch
     run(0.0)
     parts()
     per_bar = {name: seconds / table.num_rows * 1e9 for name, seconds in spent.items()}

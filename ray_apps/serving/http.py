@@ -12,7 +12,7 @@ from typing import Annotated, Protocol
 import pandas as pd
 from fastapi import Depends, FastAPI, Header, HTTPException, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
@@ -134,11 +134,11 @@ def create_api(
         return await backend.models()
 
     @api.post("/v1/predict", response_model=PredictResponse, dependencies=[Depends(predictor)])
-    async def predict(
-        body: PredictRequest, key: Annotated[str | None, sticky] = None
-    ) -> PredictResponse:
+    async def predict(body: PredictRequest, key: Annotated[str | None, sticky] = None) -> Response:
         """One entry per symbol: score and rank at the latest complete as_of, or an error."""
-        return await backend.predict(body.symbols, key or None)
+        answer = await backend.predict(body.symbols, key or None)
+        # rendered from the entries' kept JSON: FastAPI would validate and serialize each again
+        return Response(answer.render(), media_type="application/json")
 
     @api.post(
         "/v1/predict/features",

@@ -6,7 +6,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from ray_apps.serving.scoring import ErrorEntry, ScoreEntry
 
@@ -14,6 +14,7 @@ MAX_SYMBOLS = 10_000
 """Most symbols one prediction request may ask for."""
 MAX_ROWS = 100_000
 """Most rows one cross-section request may send."""
+_ENVELOPE = TypeAdapter(dict[str, str])
 
 
 class PredictRequest(BaseModel):
@@ -32,6 +33,16 @@ class PredictResponse(BaseModel):
     alias: str = Field(description="The registry alias that answered (champion, challenger).")
     model_version: str
     predictions: list[ScoreEntry | ErrorEntry]
+
+    def render(self) -> bytes:
+        """The response's JSON, as ``model_dump_json`` gives it, from each entry's kept JSON.
+
+        An entry is rendered once and shared by every request that asks for its symbol, so a
+        response for 500 symbols is a join, not 500 serializations.
+        """
+        head = _ENVELOPE.dump_json({"alias": self.alias, "model_version": self.model_version})
+        entries = b",".join([entry.json_bytes for entry in self.predictions])
+        return b"".join((head[:-1], b',"predictions":[', entries, b"]}"))
 
 
 class FeatureRow(BaseModel):

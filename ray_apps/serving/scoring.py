@@ -11,8 +11,9 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -29,10 +30,19 @@ from ray_apps.serving.models import ServedModel
 from ray_apps.stores.online import OnlineStore
 
 
-class ScoreEntry(BaseModel):
-    """One symbol's score at ``as_of``."""
+class _Rendered(BaseModel):
+    """An entry that keeps its JSON once rendered (entries are frozen and shared by requests)."""
 
     model_config = ConfigDict(frozen=True)
+
+    @cached_property
+    def json_bytes(self) -> bytes:
+        """The entry's JSON, as ``model_dump_json`` gives it; rendered once."""
+        return self.__pydantic_serializer__.to_json(self)
+
+
+class ScoreEntry(_Rendered):
+    """One symbol's score at ``as_of``."""
 
     symbol: str
     score: float
@@ -41,10 +51,8 @@ class ScoreEntry(BaseModel):
     model_version: str
 
 
-class ErrorEntry(BaseModel):
+class ErrorEntry(_Rendered):
     """Why one symbol has no score (``as_of``: the cross-section asked about)."""
-
-    model_config = ConfigDict(frozen=True)
 
     symbol: str
     error: ProblemCode
@@ -70,6 +78,9 @@ class ScoredCrossSection:
         scores: per scored symbol, its score (finite).
         ranks: per scored symbol, its rank (1: highest score).
         errors: per symbol of the universe not scored, why.
+
+    Each symbol's entry is made once and shared by every request that asks for it (with its
+    rendered JSON), so a request for the whole universe costs dictionary lookups.
     """
 
     model_name: str
@@ -79,9 +90,19 @@ class ScoredCrossSection:
     scores: dict[str, float]
     ranks: dict[str, int]
     errors: dict[str, SymbolProblem]
+    _entries: dict[str, Entry] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def entry(self, symbol: str) -> Entry:
         """The entry of one symbol (an ``unknown_symbol`` error when the universe lacks it)."""
+        made = self._entries.get(symbol)
+        if made is not None:
+            return made
+        made = self._make_entry(symbol)
+        if symbol in self.scores or symbol in self.errors:  # a stranger's name is not kept
+            self._entries[symbol] = made
+        return made
+
+    def _make_entry(self, symbol: str) -> Entry:
         common = {
             "symbol": symbol,
             "as_of": self.as_of.to_pydatetime(),
@@ -98,7 +119,10 @@ class ScoredCrossSection:
         """Entries of ``symbols`` in the order asked (None: every symbol scored or not)."""
         if symbols is None:
             symbols = sorted(self.scores.keys() | self.errors.keys())
-        return [self.entry(symbol) for symbol in symbols]
+        made = list(map(self._entries.get, symbols))  # one C loop when all were made before
+        if not all(made):  # (entries are always true)
+            made = [e or self.entry(s) for e, s in zip(made, symbols, strict=True)]
+        return made
 
 
 def score_cross_section(model: ServedModel, section: CrossSection) -> ScoredCrossSection:

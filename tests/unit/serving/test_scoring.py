@@ -3,6 +3,8 @@ all-symbol lookups, and the cache (no servers: a momentum model scores a column)
 
 from __future__ import annotations
 
+import json
+import pickle
 import threading
 import time
 from datetime import UTC, datetime
@@ -16,6 +18,7 @@ from ray_apps.models.baselines import MomentumModel, MomentumParams
 from ray_apps.models.pyfunc import ScorePyfunc
 from ray_apps.serving.cross_section import CrossSection, SymbolProblem, Universe
 from ray_apps.serving.models import ServedModel
+from ray_apps.serving.schemas import PredictResponse
 from ray_apps.serving.scoring import (
     ErrorEntry,
     ScoreCache,
@@ -115,6 +118,29 @@ def test_a_lookup_of_one_symbol_equals_its_entry_in_a_lookup_of_all():
     (unknown,) = scored.lookup(["ZZZ"])
     assert unknown.error == "unknown_symbol" and unknown.as_of == as_of
     assert scored.lookup(["B", "ZZZ", "A"])[0].symbol == "B"
+
+
+def test_entries_are_made_once_per_scoring_and_strangers_are_not_kept():
+    rows = [(s, 1, v) for s, v in zip("ABC", [0.5, np.nan, 0.75], strict=True)]
+    scored = score_cross_section(served(), section(rows, list("ABC")))
+    first = scored.lookup(["A", "B", "ZZZ"])
+    again = scored.lookup(["A", "B", "ZZZ"])
+    assert again[0] is first[0] and again[1] is first[1]  # a score and an error entry, shared
+    assert again[2] is not first[2] and again[2] == first[2]  # made again for each request
+    assert "ZZZ" not in scored._entries  # a client's made-up names do not grow the scoring
+
+
+@pytest.mark.parametrize("alias", ["champion", 'chal"len\\ger \u00e9\n'])
+def test_a_rendered_response_is_byte_for_byte_the_models_json(alias):
+    rows = [(s, 1, v) for s, v in zip(["A", 'B"\\', "C\u00e9"], [0.1, np.nan, -3e-7], strict=True)]
+    scored = score_cross_section(served(), section(rows, ["A", 'B"\\', "C\u00e9"]))
+    entries = scored.lookup(["A", 'B"\\', "C\u00e9", "ZZZ", "A"])
+    for entry in entries:
+        entry.json_bytes  # noqa: B018  (rendered and kept before the comparisons)
+    response = PredictResponse(alias=alias, model_version="3", predictions=entries)
+    assert response.render() == response.model_dump_json().encode()
+    assert json.loads(response.render())["predictions"][1]["error"] == "no_score"
+    assert pickle.loads(pickle.dumps(entries)) == entries  # as replicas send them
 
 
 def scored_at(version: str, day: int) -> ScoredCrossSection:

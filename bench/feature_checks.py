@@ -46,7 +46,9 @@ def incremental_rates(table: pa.Table) -> tuple[float, float, float]:
         incremental = IncrementalEngine(SPEC)
         for first, last in edges:
             incremental.update_arrays(
-                symbols[first:last], micros[first:last], *(a[first:last] for a in arrays),
+                symbols[first:last],
+                micros[first:last],
+                *(a[first:last] for a in arrays),
                 open_=opens[first:last],
             )
 
@@ -55,8 +57,12 @@ def incremental_rates(table: pa.Table) -> tuple[float, float, float]:
         for first, last in edges:
             values = np.empty((last - first, len(plan.columns)))
             kernels.run_rows(
-                plan.plan, plan.params, states, rows[first:last],
-                *(np.ascontiguousarray(a[first:last]) for a in arrays), values,
+                plan.plan,
+                plan.params,
+                states,
+                rows[first:last],
+                *(np.ascontiguousarray(a[first:last]) for a in arrays),
+                values,
             )
 
     def rules() -> None:
@@ -75,8 +81,10 @@ def main() -> None:
     args = parser.parse_args()
     bars = generate_bars(SyntheticSpec(n_symbols=args.symbols, n_bars=args.bars, interval="15m"))
     table = pa.Table.from_pandas(bars, preserve_index=False)
-    print(f"bar checks, default spec ({len(SPEC.columns)} columns), {args.symbols} symbols x "
-          f"{args.bars} bars = {table.num_rows:,} rows")
+    print(
+        f"bar checks, default spec ({len(SPEC.columns)} columns), {args.symbols} symbols x "
+        f"{args.bars} bars = {table.num_rows:,} rows"
+    )
     compute_checked(table.slice(0, 100), SPEC)  # compile the kernels first
     results = {
         "batch: compute_table (baseline, kernels only)": best_rate(
@@ -89,8 +97,10 @@ def main() -> None:
     first_symbols = pa.array(sorted(set(bars["symbol"]))[:100])
     cutoff = np.sort(bars["ts"].unique())[min(args.bars, 500) - 1]
     small = table.filter(  # 100 symbols x 500 bar times: the stream engine's per-batch costs
-        pc.and_(pc.is_in(table.column("symbol"), first_symbols),
-                pc.less_equal(table.column("ts"), pa.scalar(cutoff, table.schema.field("ts").type)))
+        pc.and_(
+            pc.is_in(table.column("symbol"), first_symbols),
+            pc.less_equal(table.column("ts"), pa.scalar(cutoff, table.schema.field("ts").type)),
+        )
     )
     engine, bare, rules = incremental_rates(small)
     results["incremental: run_rows (baseline, state update only)"] = bare

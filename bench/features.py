@@ -403,8 +403,10 @@ def main() -> None:
         if one and two:
             speedup = two["rate"] / one["rate"]
             print(f"  {name} {ENGINE_MODES[mode]}, speed-up 2 CPUs / 1 CPU: {speedup:.2f}x")
-            print(f"  {name} {ENGINE_MODES[mode]}, per core / talib: "
-                  f"{one['rate'] / talib:.2f}x (1 CPU), {two['rate'] / 2 / talib:.2f}x (2 CPUs)")
+            print(
+                f"  {name} {ENGINE_MODES[mode]}, per core / talib: "
+                f"{one['rate'] / talib:.2f}x (1 CPU), {two['rate'] / 2 / talib:.2f}x (2 CPUs)"
+            )
 
 
 if __name__ == "__main__":

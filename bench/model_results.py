@@ -21,8 +21,16 @@ from ray_apps.training.sweep import run_sweep
 from ray_apps.training.sweep_spec import load_sweep_spec, with_horizon
 
 MODELS = ["momentum", "ridge", "mlp", "lstm", "transformer", "gat"]
-COLUMNS = ["ic", "rank_ic", "icir", "rank_icir", "sharpe", "max_drawdown", "annual_return",
-           "turnover"]
+COLUMNS = [
+    "ic",
+    "rank_ic",
+    "icir",
+    "rank_icir",
+    "sharpe",
+    "max_drawdown",
+    "annual_return",
+    "turnover",
+]
 
 
 def main() -> None:
@@ -39,10 +47,14 @@ def main() -> None:
             result = run_sweep(spec, settings)
             seconds = time.monotonic() - started
             print(result.render(), flush=True)
-            rows.append((horizon, model, len(result.trials), result.best.metric, result.test,
-                         seconds))
-    print("\n| horizon | model | trials | best val rank IC | "
-          + " | ".join(f"test {c}" for c in COLUMNS) + " | wall s |")
+            rows.append(
+                (horizon, model, len(result.trials), result.best.metric, result.test, seconds)
+            )
+    print(
+        "\n| horizon | model | trials | best val rank IC | "
+        + " | ".join(f"test {c}" for c in COLUMNS)
+        + " | wall s |"
+    )
     print("| --- " * (len(COLUMNS) + 5) + "|")
     for horizon, model, trials, val, test, seconds in rows:
         cells = " | ".join(f"{test[f'test_{c}']:+.4f}" for c in COLUMNS)

@@ -50,8 +50,9 @@ def main() -> None:
     epochs = 0
     for trial in result.trials:
         params = {**spec.model.params, **trial.params, "device": "cpu"}
-        models = [build_model(spec.model.name, params, data.panel.feature_columns)
-                  for _ in walk.folds]
+        models = [
+            build_model(spec.model.name, params, data.panel.feature_columns) for _ in walk.folds
+        ]
         steps = [m.fit_steps(data.panel, f.train) for m, f in zip(models, walk.folds, strict=True)]
         for done in zip(*steps, strict=True):
             validation_metrics(models, data.panel, walk.folds, spec.portfolio)
@@ -63,14 +64,18 @@ def main() -> None:
     ideal = loop / concurrent
     longest = max(t.epochs for t in result.trials)
     stopped = sum(t.epochs < longest for t in result.trials)
-    print(f"spec {args.spec}: {len(result.trials)} trials, {epochs} trial-epochs (ASHA stopped "
-          f"{stopped} early), {concurrent} at a time on {cpus:g} CPUs")
+    print(
+        f"spec {args.spec}: {len(result.trials)} trials, {epochs} trial-epochs (ASHA stopped "
+        f"{stopped} early), {concurrent} at a time on {cpus:g} CPUs"
+    )
     print(f"{'Tune sweep (MLflow + S3 checkpoints)':<44} {result.tune_seconds:8.1f} s")
     print(f"{'plain loop, same trials and epochs, 1 proc':<44} {loop:8.1f} s")
     print(f"{'ideal parallel (loop / ' + str(concurrent) + ')':<44} {ideal:8.1f} s")
-    print(f"Tune vs loop: {result.tune_seconds / loop:.2f}x; vs ideal parallel: "
-          f"{result.tune_seconds / ideal:.2f}x; per trial-epoch overhead "
-          f"{(result.tune_seconds - ideal) / epochs * concurrent * 1000:.0f} ms")
+    print(
+        f"Tune vs loop: {result.tune_seconds / loop:.2f}x; vs ideal parallel: "
+        f"{result.tune_seconds / ideal:.2f}x; per trial-epoch overhead "
+        f"{(result.tune_seconds - ideal) / epochs * concurrent * 1000:.0f} ms"
+    )
     print(f"whole sweep incl. data, final fit and registry: {result.seconds:.1f} s")
 
 

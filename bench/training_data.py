@@ -68,8 +68,7 @@ def main() -> None:
         same = (
             data.panel.dates.equals(baseline.panel.dates)
             and np.array_equal(data.panel.symbols, baseline.panel.symbols)
-            and np.allclose(data.panel.features, baseline.panel.features, atol=1e-9,
-                            equal_nan=True)
+            and np.allclose(data.panel.features, baseline.panel.features, atol=1e-9, equal_nan=True)
         )
         print(f"{name:>9} panel equals the baseline's: {same}")
     shape = "x".join(str(n) for n in baseline.panel.shape)
@@ -81,8 +80,10 @@ def main() -> None:
     registry = spec.registry.model_copy(update={"name": f"bench-{spec.registry.name}"})
     bench_spec = spec.model_copy(update={"name": f"bench-{spec.name}", "registry": registry})
     result = run_sweep(bench_spec, settings, echo=quiet)
-    print(f"whole sweep {args.spec} reading the store: {result.seconds:.1f} s "
-          f"(Tune {result.tune_seconds:.1f} s)")
+    print(
+        f"whole sweep {args.spec} reading the store: {result.seconds:.1f} s "
+        f"(Tune {result.tune_seconds:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

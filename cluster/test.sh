@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./cluster/setup.sh
 .venv/bin/ruff check ray_apps tests bench
+.venv/bin/ruff format --check ray_apps tests bench
 .venv/bin/python -m pytest tests "$@"

@@ -56,8 +56,12 @@ def _online(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     rows = [
-        (entry.name, ", ".join(entry.columns), entry.definition.warmup(entry.params),
-         entry.definition.summary)
+        (
+            entry.name,
+            ", ".join(entry.columns),
+            entry.definition.warmup(entry.params),
+            entry.definition.summary,
+        )
         for entry in spec.features
     ]
     print(f"spec {args.spec} version {spec.version}: {len(spec.columns)} columns")

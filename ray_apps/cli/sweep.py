@@ -49,22 +49,41 @@ def _list(args: argparse.Namespace) -> int:
     rows = list_versions(client, args.name)
     if args.json:
         for row in rows:
-            print(json.dumps({
-                "name": row.name, "version": row.version, "aliases": row.aliases,
-                "created": row.created.isoformat(), "metrics": row.metrics, "tags": row.tags,
-            }))
+            print(
+                json.dumps(
+                    {
+                        "name": row.name,
+                        "version": row.version,
+                        "aliases": row.aliases,
+                        "created": row.created.isoformat(),
+                        "metrics": row.metrics,
+                        "tags": row.tags,
+                    }
+                )
+            )
         return 0
     if not rows:
         print("no registered models; run `ray-apps sweep tune/<spec>.yaml`")
         return 0
     table = [
-        (row.name, row.version, ",".join(f"@{a}" for a in row.aliases),
-         f"{row.created:%Y-%m-%d %H:%M}", row.tags.get("data.horizon", ""),
-         *(_number(row.metrics.get(k)) for k in SHOWN_METRICS))
+        (
+            row.name,
+            row.version,
+            ",".join(f"@{a}" for a in row.aliases),
+            f"{row.created:%Y-%m-%d %H:%M}",
+            row.tags.get("data.horizon", ""),
+            *(_number(row.metrics.get(k)) for k in SHOWN_METRICS),
+        )
         for row in rows
     ]
-    header = ["model", "version", "aliases", "created", "horizon",
-              *(k.removeprefix("test_") for k in SHOWN_METRICS)]
+    header = [
+        "model",
+        "version",
+        "aliases",
+        "created",
+        "horizon",
+        *(k.removeprefix("test_") for k in SHOWN_METRICS),
+    ]
     print(format_table(header, table))
     return 0
 

@@ -67,22 +67,16 @@ class BarsInput(BaseModel):
         return str(self.path) if self.path is not None else f"store ({self.interval} bars)"
 
 
-def symbol_counts(
-    source: BarsInput, store: OfflineStoreHandle | None = None
-) -> dict[str, int]:
+def symbol_counts(source: BarsInput, store: OfflineStoreHandle | None = None) -> dict[str, int]:
     """Rows per symbol of the input (``store`` is the offline-store actor for store input)."""
     if source.path is None:
         listing = ray.get(store.symbols.remote())
         listing = listing.filter(pc.field("interval") == source.interval)
-        counts = dict(
-            zip(listing["symbol"].to_pylist(), listing["bars"].to_pylist(), strict=True)
-        )
+        counts = dict(zip(listing["symbol"].to_pylist(), listing["bars"].to_pylist(), strict=True))
     else:
         table = _file_dataset(source.path).to_table(columns=["symbol"])
         counts_array = pc.value_counts(table.column("symbol"))
-        counts = {
-            str(item["values"]): int(item["counts"]) for item in counts_array.to_pylist()
-        }
+        counts = {str(item["values"]): int(item["counts"]) for item in counts_array.to_pylist()}
     if source.symbols:
         missing = sorted(set(source.symbols) - set(counts))
         if missing:
@@ -200,9 +194,7 @@ def _file_dataset(path: Path) -> pads.Dataset:
             str(path),
             format=pads.CsvFileFormat(
                 convert_options=pacsv.ConvertOptions(
-                    column_types={
-                        "symbol": pa.string(), "ts": pa.string(), "interval": pa.string()
-                    }
+                    column_types={"symbol": pa.string(), "ts": pa.string(), "interval": pa.string()}
                 )
             ),
         )

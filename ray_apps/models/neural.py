@@ -265,9 +265,11 @@ class NeuralModel(ScoreModel):
         state = self.__dict__.copy()
         module = state.pop("module")
         state["device"] = "cpu"
-        state["weights"] = None if module is None else {
-            k: v.detach().cpu() for k, v in module.state_dict().items()
-        }
+        state["weights"] = (
+            None
+            if module is None
+            else {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        )
         if state["optimizer_state"] is not None:
             state["optimizer_state"] = _to_cpu(state["optimizer_state"])
         return state

@@ -73,9 +73,7 @@ class Panel:
         Raises:
             UserError: a column is missing or a (symbol, ts) pair repeats.
         """
-        named = [
-            c for c in (target_column, return_column, forward_return_column) if c is not None
-        ]
+        named = [c for c in (target_column, return_column, forward_return_column) if c is not None]
         missing = [c for c in ["symbol", "ts", *feature_columns, *named] if c not in frame]
         if missing:
             raise UserError(f"panel: missing column(s) {missing}")
@@ -99,7 +97,13 @@ class Panel:
             for level, labels in (groups or {}).items()
         }
         return cls(
-            dates, symbols, tuple(feature_columns), features, target, returns, forward_return,
+            dates,
+            symbols,
+            tuple(feature_columns),
+            features,
+            target,
+            returns,
+            forward_return,
             levels,
         )
 

@@ -65,4 +65,3 @@ class RedisServer(Service):
     @override
     def healthy(self) -> bool:
         return bool(redis_client(self.settings).ping())
-

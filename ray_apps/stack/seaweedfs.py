@@ -96,4 +96,3 @@ class SeaweedFS(Service):
     @override
     def after_start(self) -> None:
         ensure_buckets(self.settings)
-

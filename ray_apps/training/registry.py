@@ -133,9 +133,7 @@ def register(
         client.set_model_version_tag(name, version, key, value)
     uri = f"models:/{name}@{alias}"
     loaded = mlflow.pyfunc.load_model(uri).predict(test_rows)
-    if not np.array_equal(
-        loaded["score"].to_numpy(), expected["score"].to_numpy(), equal_nan=True
-    ):
+    if not np.array_equal(loaded["score"].to_numpy(), expected["score"].to_numpy(), equal_nan=True):
         raise UserError(f"{uri}: the model loaded back scores differently from the one logged")
     return Registered(name, version, alias, run_id, uri, int(expected["score"].notna().sum()))
 

@@ -197,9 +197,7 @@ class SweepResult:
             lines.append(f"best trial {self.best.trial_id}: {self.metric} {self.best.metric:+.4f}")
         if self.test:
             shown = ("test_ic", "test_rank_ic", "test_icir", "test_sharpe", "test_max_drawdown")
-            lines.append(
-                "test period: " + ", ".join(f"{k[5:]} {self.test[k]:+.4f}" for k in shown)
-            )
+            lines.append("test period: " + ", ".join(f"{k[5:]} {self.test[k]:+.4f}" for k in shown))
         if self.registered is not None and self.already_finished:
             r = self.registered
             lines.append(
@@ -295,8 +293,16 @@ def run_sweep(
         {**data.tags, "model": spec.model.name},
     )
     if not resume:
-        log_params(client, parent_id, {"model": spec.model.name, "num_samples": spec.num_samples,
-                                       "metric": spec.metric, **spec.model.params})
+        log_params(
+            client,
+            parent_id,
+            {
+                "model": spec.model.name,
+                "num_samples": spec.num_samples,
+                "metric": spec.metric,
+                **spec.model.params,
+            },
+        )
         client.log_dict(parent_id, spec.model_dump(mode="json"), "sweep_spec.json")
     epochs = max_epochs(spec)
     setup = TrialSetup(
@@ -310,8 +316,7 @@ def run_sweep(
         storage=f"{root}/{run_name}",
         filesystem=filesystem,
         device=None if gpus else "cpu",
-        streams=[panel_rows(panel, f.train) for f in walk.folds]
-        if spec.data.stream_rows else None,
+        streams=[panel_rows(panel, f.train) for f in walk.folds] if spec.data.stream_rows else None,
     )
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, data=data, setup=setup),
@@ -333,9 +338,9 @@ def run_sweep(
         client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FAILED))
         errors = [str(t.error).splitlines()[0] for t in results if t.error]
         raise UserError(f"sweep {run_name}: every trial failed; first error: {errors[0]}")
-    result.best = max(finished, key=lambda r: _sortable(
-        r.metric if spec.metric_mode == "max" else -r.metric
-    ))
+    result.best = max(
+        finished, key=lambda r: _sortable(r.metric if spec.metric_mode == "max" else -r.metric)
+    )
     echo(
         f"best trial {result.best.trial_id} ({spec.metric} {result.best.metric:+.4f}); training "
         f"it on every date before the test period for {result.best.epochs} epoch(s)"
@@ -349,11 +354,15 @@ def run_sweep(
         .remote(spec.model.name, params, data, walk, spec.data.stream_rows)
     )
     result.test = held_out_metrics(final, data, walk, spec.portfolio)
-    result.registered = _register(client, experiment_id, parent_id, spec, data, walk, final,
-                                  params, result)
+    result.registered = _register(
+        client, experiment_id, parent_id, spec, data, walk, final, params, result
+    )
     log_metrics(client, parent_id, {**result.test, f"best_{spec.metric}": result.best.metric})
-    set_tags(client, parent_id, {"best_trial": result.best.trial_id,
-                                 "registered_version": result.registered.version})
+    set_tags(
+        client,
+        parent_id,
+        {"best_trial": result.best.trial_id, "registered_version": result.registered.version},
+    )
     client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FINISHED))
     result.seconds = time.monotonic() - started
     return result
@@ -385,11 +394,19 @@ def finished_sweep(
         return None
     version = str(max(int(v.version) for v in versions))
     result = _sweep_result(
-        spec, settings, run_name, experiment_id, parent_id,
+        spec,
+        settings,
+        run_name,
+        experiment_id,
+        parent_id,
         test={k: v for k, v in final.data.metrics.items() if k.startswith("test_")},
         registered=Registered(
-            spec.registry.name, version, spec.registry.alias, final_id,
-            f"models:/{spec.registry.name}/{version}", 0,
+            spec.registry.name,
+            version,
+            spec.registry.alias,
+            final_id,
+            f"models:/{spec.registry.name}/{version}",
+            0,
         ),
         already_finished=True,
     )
@@ -483,17 +500,33 @@ def _register(
     result: SweepResult,
 ) -> Registered:
     run_id, _ = find_or_create_run(
-        client, experiment_id, f"{result.run_name}-final",
+        client,
+        experiment_id,
+        f"{result.run_name}-final",
         {PARENT_TAG: parent_id, ROLE_TAG: "final"},
     )
-    tags = {**data.tags, "model": spec.model.name, "sweep": result.run_name,
-            "best_trial": result.best.trial_id}
-    log_final(client, run_id, {"model": spec.model.name, **params},
-              {**result.test, spec.metric: result.best.metric}, tags)
+    tags = {
+        **data.tags,
+        "model": spec.model.name,
+        "sweep": result.run_name,
+        "best_trial": result.best.trial_id,
+    }
+    log_final(
+        client,
+        run_id,
+        {"model": spec.model.name, **params},
+        {**result.test, spec.metric: result.best.metric},
+        tags,
+    )
     wrapper = ScorePyfunc(final, spec.data.normalize, spec.data.min_symbols)
     registered = register(
-        client, run_id, wrapper, held_out_rows(data, walk, final.lookback),
-        spec.registry.name, spec.registry.alias, tags,
+        client,
+        run_id,
+        wrapper,
+        held_out_rows(data, walk, final.lookback),
+        spec.registry.name,
+        spec.registry.alias,
+        tags,
     )
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
     return registered

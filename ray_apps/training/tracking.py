@@ -158,4 +158,3 @@ class TrialRunCloser(tune.Callback):
         client, run_id = self._run_of(trial)
         if run_id is not None:
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
-

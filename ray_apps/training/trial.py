@@ -90,7 +90,8 @@ def validation_metrics(
     ]
     return {
         f"val_{name}": float(np.nanmean([m[name] for m in per_fold]))
-        if any(np.isfinite(m[name]) for m in per_fold) else float("nan")
+        if any(np.isfinite(m[name]) for m in per_fold)
+        else float("nan")
         for name in per_fold[0]
     }
 
@@ -102,7 +103,9 @@ def train_trial(config: dict[str, Any], data: TrainingData, setup: TrialSetup) -
     params = setup.params(config)
     client = MlflowClient(setup.tracking_uri)
     run_id, created = find_or_create_run(
-        client, setup.experiment_id, trial_name,
+        client,
+        setup.experiment_id,
+        trial_name,
         {PARENT_TAG: setup.parent_run_id, TRIAL_TAG: trial_id, ROLE_TAG: "trial"},
     )
     if created:

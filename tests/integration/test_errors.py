@@ -17,8 +17,14 @@ def repeated_bars(tmp_path):
 
 def test_a_user_error_in_a_ray_data_task_is_one_line(stack, tmp_path):
     done = stack.cli(
-        "features", "compute", "--engine", "ray", "--input", str(repeated_bars(tmp_path)),
-        "--output", str(tmp_path / "out.parquet"),
+        "features",
+        "compute",
+        "--engine",
+        "ray",
+        "--input",
+        str(repeated_bars(tmp_path)),
+        "--output",
+        str(tmp_path / "out.parquet"),
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.startswith(REPEATED), done.stderr
@@ -27,9 +33,20 @@ def test_a_user_error_in_a_ray_data_task_is_one_line(stack, tmp_path):
 
 def test_the_same_error_in_a_submitted_job_is_one_line_in_its_log(stack, tmp_path):
     done = stack.run(
-        str(BIN / "ray"), "job", "submit", "--",
-        "python", "-m", "ray_apps.jobs.features", "compute", "--engine", "ray",
-        "--input", str(repeated_bars(tmp_path)), "--output", str(tmp_path / "out.parquet"),
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--",
+        "python",
+        "-m",
+        "ray_apps.jobs.features",
+        "compute",
+        "--engine",
+        "ray",
+        "--input",
+        str(repeated_bars(tmp_path)),
+        "--output",
+        str(tmp_path / "out.parquet"),
         env=stack.job_env(),
     )
     assert done.returncode != 0, done.stdout + done.stderr

@@ -81,9 +81,7 @@ def test_store_roundtrip_is_idempotent_and_materializes_to_redis(stack, panel_fi
     stored = int(first.split("stored")[1].split()[0].replace(",", ""))
     assert stored == panel_file[1].num_rows
     stack.ok("features", "compute", "--from-store", "--symbols", *PANEL_SYMBOLS)
-    rows = read_store(
-        stack, tmp_path, "features", symbols=PANEL_SYMBOLS, spec_version=SPEC.version
-    )
+    rows = read_store(stack, tmp_path, "features", symbols=PANEL_SYMBOLS, spec_version=SPEC.version)
     assert len(rows) == panel_file[1].num_rows  # computed twice, stored once
     assert_same(rows.reset_index(drop=True), panel_file[1])
 
@@ -102,13 +100,13 @@ def test_store_roundtrip_is_idempotent_and_materializes_to_redis(stack, panel_fi
 def test_online_writes_never_replace_newer_with_older(stack):
     online = OnlineStore(redis_client(stack.settings), prefix="test:features:", pipeline_size=2)
     times = pd.to_datetime(["2024-01-02", "2024-01-01", "2024-01-03"], utc=True)
-    vectors = pa.table(
-        {"symbol": ["X", "X", "Y"], "ts": pa.array(times), "f": [2.0, 1.0, np.nan]}
-    )
+    vectors = pa.table({"symbol": ["X", "X", "Y"], "ts": pa.array(times), "f": [2.0, 1.0, np.nan]})
     result = online.write(vectors, "7")
     assert (result.written, result.stale) == (2, 1)
     assert online.read("X") == {
-        "as_of": "2024-01-02T00:00:00.000000Z", "spec_version": "7", "f": 2.0,
+        "as_of": "2024-01-02T00:00:00.000000Z",
+        "spec_version": "7",
+        "f": 2.0,
     }
     assert np.isnan(online.read("Y")["f"])
     older = pa.table({"symbol": ["Y"], "ts": pa.array(times[:1]), "f": [5.0]})
@@ -120,8 +118,19 @@ def test_feature_job_via_ray_job_submit(stack, panel_file, tmp_path):
     job_env = stack.job_env()
     out = tmp_path / "job.parquet"
     done = stack.run(
-        str(BIN / "ray"), "job", "submit", "--", "python", "-m", "ray_apps.jobs.features",
-        "compute", "--input", panel_file[0], "--output", str(out), env=job_env,
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--",
+        "python",
+        "-m",
+        "ray_apps.jobs.features",
+        "compute",
+        "--input",
+        panel_file[0],
+        "--output",
+        str(out),
+        env=job_env,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "features (ray):" in done.stdout
@@ -167,10 +176,12 @@ def test_a_second_spec_leaves_the_first_specs_stored_values_alone(stack, tmp_pat
     stack.ok("features", "compute", "--from-store", "--symbols", *symbols)
     first = read_store(stack, tmp_path, "features", symbols=symbols, spec_version=SPEC.version)
     other = tmp_path / "two.yaml"
-    other.write_text('version: "two-features"\nfeatures:\n  - {name: rsi, n: 14}\n'
-                     "  - {name: sma, n: 20}\n")
-    summary = stack.ok("features", "compute", "--from-store", "--symbols", *symbols,
-                       "--spec", str(other))
+    other.write_text(
+        'version: "two-features"\nfeatures:\n  - {name: rsi, n: 14}\n  - {name: sma, n: 20}\n'
+    )
+    summary = stack.ok(
+        "features", "compute", "--from-store", "--symbols", *symbols, "--spec", str(other)
+    )
     assert f"stored       {len(first):,} rows" in summary
     again = read_store(stack, tmp_path, "features", symbols=symbols, spec_version=SPEC.version)
     for column in SPEC.columns:
@@ -178,8 +189,15 @@ def test_a_second_spec_leaves_the_first_specs_stored_values_alone(stack, tmp_pat
             first[column].to_numpy(float), again[column].to_numpy(float), equal_nan=True
         ), column
     two = load_spec(other)
-    coverage = read_store(stack, tmp_path, "feature_coverage", spec_version=two.version,
-                          fingerprint=two.fingerprint, interval="1d", symbols=symbols)
+    coverage = read_store(
+        stack,
+        tmp_path,
+        "feature_coverage",
+        spec_version=two.version,
+        fingerprint=two.fingerprint,
+        interval="1d",
+        symbols=symbols,
+    )
     assert coverage["rows"].tolist() == first.groupby("symbol").size().loc[symbols].tolist()
     assert coverage["last_ts"].tolist() == first.groupby("symbol")["ts"].max().tolist()
 
@@ -193,8 +211,15 @@ def test_to_store_from_a_15m_file_stores_15m_rows(stack, tmp_path):
     assert "(15m bars, spec" in summary
     symbols = sorted(bars["symbol"].unique())
     covered = {
-        interval: read_store(stack, tmp_path, "feature_coverage", spec_version=SPEC.version,
-                             fingerprint=SPEC.fingerprint, interval=interval, symbols=symbols)
+        interval: read_store(
+            stack,
+            tmp_path,
+            "feature_coverage",
+            spec_version=SPEC.version,
+            fingerprint=SPEC.fingerprint,
+            interval=interval,
+            symbols=symbols,
+        )
         for interval in ("15m", "1d")
     }
     assert covered["15m"]["rows"].tolist() == [200, 200]

@@ -71,8 +71,11 @@ def test_an_older_vector_joins_the_window_but_never_replaces_the_latest(store):
     late = store.write_batch(bars(["A"], [11], f=[11.0]), "v1", window=3)
     assert (late.written, late.stale, late.latest) == (1, 0, 0)
     assert days_of(store.read_window("A")) == [10, 11, 12]
-    assert store.read("A") == {"as_of": "2024-01-13T00:00:00.000000Z", "spec_version": "v1",
-                               "f": 12.0}
+    assert store.read("A") == {
+        "as_of": "2024-01-13T00:00:00.000000Z",
+        "spec_version": "v1",
+        "f": 12.0,
+    }
     too_old = store.write_batch(bars(["A"], [9], f=[9.0]), "v1", window=3)
     assert (too_old.written, too_old.stale, too_old.latest) == (0, 1, 0)
     assert days_of(store.read_window("A")) == [10, 11, 12]
@@ -83,8 +86,11 @@ def test_multi_row_batches_of_interleaved_symbols(store):
     symbols = [f"S{i:03d}" for i in range(50)]
     rows = [(s, d) for d in range(4) for s in symbols]  # as a consumer sees them: by time
     values = rng.normal(size=(len(rows), 3))
-    batch = bars([s for s, _ in rows], [d for _, d in rows],
-                 **{f"c{j}": values[:, j].tolist() for j in range(3)})
+    batch = bars(
+        [s for s, _ in rows],
+        [d for _, d in rows],
+        **{f"c{j}": values[:, j].tolist() for j in range(3)},
+    )
     result = store.write_batch(batch, "v2", window=20)
     assert (result.written, result.stale, result.symbols, result.latest) == (200, 0, 50, 50)
     for index in (0, 17, 49):
@@ -147,20 +153,27 @@ def test_bad_window_is_a_user_error(store):
 def test_batch_events_in_order_after_an_id_and_capped(store):
     first = store.publish_event(datetime(2024, 1, 2, 15, 30, tzinfo=UTC), ["A", "B"], "v1")
     second = store.publish_event("2024-01-02T15:31:00", ["C"], "v1")
-    result = store.write_batch(bars(["D", "E"], [1, 1], f=[1.0, 2.0]), "v1", window=2,
-                               event_as_of="2024-01-02T15:32:00+01:00")
+    result = store.write_batch(
+        bars(["D", "E"], [1, 1], f=[1.0, 2.0]),
+        "v1",
+        window=2,
+        event_as_of="2024-01-02T15:32:00+01:00",
+    )
     events = store.read_events()
     assert [e.id for e in events] == [first, second, result.event_id]
     assert [e.symbols for e in events] == [["A", "B"], ["C"], ["D", "E"]]
     assert [e.as_of.isoformat() for e in events] == [
-        "2024-01-02T15:30:00+00:00", "2024-01-02T15:31:00+00:00", "2024-01-02T14:32:00+00:00",
+        "2024-01-02T15:30:00+00:00",
+        "2024-01-02T15:31:00+00:00",
+        "2024-01-02T14:32:00+00:00",
     ]
     assert [e.id for e in store.read_events(after=first, count=1)] == [second]
     assert store.read_events(after=result.event_id) == []
     with pytest.raises(UserError, match="as_of"):
         store.publish_event("yesterday", ["A"], "v1")
-    capped = OnlineStore(store.client, prefix=store.prefix, events_key=store.events_key + ":cap",
-                         events_maxlen=100)
+    capped = OnlineStore(
+        store.client, prefix=store.prefix, events_key=store.events_key + ":cap", events_maxlen=100
+    )
     for i in range(1000):
         capped.publish_event("2024-01-02", [f"S{i}"], "v1")
     kept = store.client.xlen(capped.events_key)
@@ -180,7 +193,9 @@ def test_checkpoints_round_trip_overwrite_and_clear(redis_settings):
     assert before.timestamp() - 1 <= saved.saved_at.timestamp() <= datetime.now(UTC).timestamp()
     checkpoints.save("g", "bars", 0, 1300, b"later")
     assert (checkpoints.load("g", "bars", 0).offset, checkpoints.load("g", "bars", 0).state) == (
-        1300, b"later")
+        1300,
+        b"later",
+    )
     assert checkpoints.load("g", "bars", 1) is None
     assert checkpoints.load("g", "ticks", 0) is None
     assert checkpoints.clear("g") == 2
@@ -205,11 +220,20 @@ def test_redis_failures_are_user_errors(redis_settings):
 
 
 def test_latest_vectors_written_before_windows_existed_still_read(store):
-    store.client.hset(store.prefix + "OLD", mapping={
-        "as_of": "2024-01-02T00:00:00.000000Z", "spec_version": "1", "f": "0.1", "g": "nan",
-    })
+    store.client.hset(
+        store.prefix + "OLD",
+        mapping={
+            "as_of": "2024-01-02T00:00:00.000000Z",
+            "spec_version": "1",
+            "f": "0.1",
+            "g": "nan",
+        },
+    )
     vector = store.read("OLD")
     assert (vector["as_of"], vector["spec_version"], vector["f"]) == (
-        "2024-01-02T00:00:00.000000Z", "1", 0.1)
+        "2024-01-02T00:00:00.000000Z",
+        "1",
+        0.1,
+    )
     assert np.isnan(vector["g"])
     assert store.read_latest(["OLD"]).column_names == ["symbol", "ts", "spec_version", "f", "g"]

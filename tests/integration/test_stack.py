@@ -48,7 +48,12 @@ def test_ray_workers_and_job_drivers_hold_no_credential(stack):
     worker = stack.run(sys.executable, "-c", WORKER_ENV)
     assert worker.returncode == 0, worker.stderr
     job = stack.run(
-        str(BIN / "ray"), "job", "submit", "--", "python", "-c",
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--",
+        "python",
+        "-c",
         "import json, os; print('ENV', json.dumps(dict(os.environ)))",
         env=stack.job_env(),
     )

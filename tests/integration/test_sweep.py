@@ -30,8 +30,28 @@ from ray_apps.training.splits import SplitConfig, walk_forward
 from .conftest import BIN
 from .scripted_model import NAME as SCRIPTED
 
-SYMBOLS = ["XOM", "JPM", "GE", "IBM", "KO", "PFE", "WMT", "CVX", "AAPL", "MSFT", "INTC", "CSCO",
-           "T", "VZ", "MRK", "JNJ", "PG", "HD", "BA", "CAT"]
+SYMBOLS = [
+    "XOM",
+    "JPM",
+    "GE",
+    "IBM",
+    "KO",
+    "PFE",
+    "WMT",
+    "CVX",
+    "AAPL",
+    "MSFT",
+    "INTC",
+    "CSCO",
+    "T",
+    "VZ",
+    "MRK",
+    "JNJ",
+    "PG",
+    "HD",
+    "BA",
+    "CAT",
+]
 EPOCHS = 40
 DATA = {"bars": {"symbols": SYMBOLS}, "horizon": 1}
 SPLIT = {"folds": 2}
@@ -88,21 +108,31 @@ def test_sweep_killed_then_resumed_registers_a_model_that_reloads_identically(
     stack, store, tmp_path
 ):
     spec = write_spec(
-        tmp_path / "mlp.yaml", "it-mlp", "mlp", {"epochs": EPOCHS, "batch_size": 256},
+        tmp_path / "mlp.yaml",
+        "it-mlp",
+        "mlp",
+        {"epochs": EPOCHS, "batch_size": 256},
         {"learning_rate": {"loguniform": [1e-3, 1e-2]}, "hidden": {"choice": [8, 16]}},
-        num_samples=2, max_concurrent=1, scheduler={"type": "fifo"},
+        num_samples=2,
+        max_concurrent=1,
+        scheduler={"type": "fifo"},
     )
     client = MlflowClient(stack.settings.mlflow.uri)
     driver = subprocess.Popen(
-        [str(BIN / "ray-apps"), "sweep", spec], env=stack.env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [str(BIN / "ray-apps"), "sweep", spec],
+        env=stack.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     killed_with: list = []
     while driver.poll() is None:
         _, children = runs_of(client, "it-mlp")
         done = [r for r in trials(children) if r.info.status == "FINISHED"]
-        going = [r for r in trials(children)
-                 if r.info.status == "RUNNING" and "val_rank_ic" in r.data.metrics]
+        going = [
+            r
+            for r in trials(children)
+            if r.info.status == "RUNNING" and "val_rank_ic" in r.data.metrics
+        ]
         if done and going:
             driver.send_signal(signal.SIGKILL)
             killed_with = done
@@ -119,10 +149,17 @@ def test_sweep_killed_then_resumed_registers_a_model_that_reloads_identically(
     time.sleep(5)  # the cut trial's worker dies with its driver; let any last upload land
 
     def checkpoints_of(trial_id: str) -> set[int]:
-        keys = [o.object_name for o in s3.list_objects(
-            stack.settings.s3.data_bucket, prefix=f"tune/{sweep_run}/", recursive=True)]
-        return {int(re.search(r"checkpoint_(\d+)/models.pkl$", k).group(1))
-                for k in keys if trial_id in k and k.endswith("models.pkl")}
+        keys = [
+            o.object_name
+            for o in s3.list_objects(
+                stack.settings.s3.data_bucket, prefix=f"tune/{sweep_run}/", recursive=True
+            )
+        ]
+        return {
+            int(re.search(r"checkpoint_(\d+)/models.pkl$", k).group(1))
+            for k in keys
+            if trial_id in k and k.endswith("models.pkl")
+        }
 
     cut_id = cut.data.tags["ray_apps.trial_id"]
     saved_at_kill = len(checkpoints_of(cut_id))  # checkpoint_k holds epoch k + 1
@@ -161,9 +198,13 @@ def test_sweep_killed_then_resumed_registers_a_model_that_reloads_identically(
     final = next(r for r in children if r.data.tags["ray_apps.role"] == "final")
     version = client.get_model_version_by_alias("it-mlp", "challenger")
     model_id = version.source.removeprefix("models:/")  # the logged model, m-...
-    artifacts = {o.object_name.rpartition(f"{model_id}/artifacts/")[2] for o in
-                 s3.list_objects(stack.settings.s3.artifacts_bucket, prefix="artifacts/",
-                                 recursive=True) if model_id in o.object_name}
+    artifacts = {
+        o.object_name.rpartition(f"{model_id}/artifacts/")[2]
+        for o in s3.list_objects(
+            stack.settings.s3.artifacts_bucket, prefix="artifacts/", recursive=True
+        )
+        if model_id in o.object_name
+    }
     assert {"MLmodel", "python_model.pkl", "input_example.json"} <= artifacts
 
     # The alias points at the new version, whose run holds the test metrics and the tags.
@@ -173,8 +214,11 @@ def test_sweep_killed_then_resumed_registers_a_model_that_reloads_identically(
     assert {"test_ic", "test_rank_ic", "test_icir", "test_sharpe", "test_max_drawdown"} <= set(
         final.data.metrics
     )
-    listed = [line for line in stack.ok("models", "list", "--name", "it-mlp").splitlines()
-              if "@challenger" in line]
+    listed = [
+        line
+        for line in stack.ok("models", "list", "--name", "it-mlp").splitlines()
+        if "@challenger" in line
+    ]
     assert len(listed) == 1 and listed[0].split()[:2] == ["it-mlp", registered.group(1)]
 
     # Loaded from the registry, the model scores exactly as the same parameters trained here.
@@ -196,15 +240,26 @@ def test_sweep_killed_then_resumed_registers_a_model_that_reloads_identically(
 
 def test_streamed_sweep_as_a_ray_job_with_optuna_and_asha(stack, tmp_path):
     spec = write_spec(
-        tmp_path / "stream.yaml", "it-stream", "mlp", {"epochs": 4, "batch_size": 128},
+        tmp_path / "stream.yaml",
+        "it-stream",
+        "mlp",
+        {"epochs": 4, "batch_size": 128},
         {"learning_rate": {"loguniform": [1e-3, 1e-2]}},
-        num_samples=3, search={"algorithm": "optuna", "seed": 1},
+        num_samples=3,
+        search={"algorithm": "optuna", "seed": 1},
         scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
         data={**DATA, "stream_rows": True},
     )
     done = stack.run(
-        str(BIN / "ray"), "job", "submit", "--",
-        "python", "-m", "ray_apps.jobs.sweep", spec, env=stack.job_env(),
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--",
+        "python",
+        "-m",
+        "ray_apps.jobs.sweep",
+        spec,
+        env=stack.job_env(),
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "registered it-stream version 1 as @challenger" in done.stdout
@@ -220,13 +275,18 @@ def test_streamed_sweep_as_a_ray_job_with_optuna_and_asha(stack, tmp_path):
         history = client.get_metric_history(run.info.run_id, "val_rank_ic")
         assert [m.step for m in history] == list(range(1, epochs + 1))
     assert float(parent.data.metrics["best_val_rank_ic"]) == max(
-        r.data.metrics["val_rank_ic"] for r in runs  # each trial's last report
+        r.data.metrics["val_rank_ic"]
+        for r in runs  # each trial's last report
     )
 
 
 def test_a_spec_error_fails_before_any_trial(stack, tmp_path):
     spec = write_spec(
-        tmp_path / "bad.yaml", "it-bad", "mlp", {}, {"dropout": {"uniform": [0.0, 1.5]}},
+        tmp_path / "bad.yaml",
+        "it-bad",
+        "mlp",
+        {},
+        {"dropout": {"uniform": [0.0, 1.5]}},
     )
     done = stack.cli("sweep", spec)
     assert done.returncode == 2
@@ -235,8 +295,13 @@ def test_a_spec_error_fails_before_any_trial(stack, tmp_path):
     assert parent is None
 
 
-def asha_outcome(qualities: list[float], metric: dict[float, float], rungs: list[int],
-                 max_t: int, reduction_factor: float) -> list[int]:
+def asha_outcome(
+    qualities: list[float],
+    metric: dict[float, float],
+    rungs: list[int],
+    max_t: int,
+    reduction_factor: float,
+) -> list[int]:
     """Epochs each trial runs under asynchronous successive halving, trials run one at a time.
 
     At each rung a trial stops when its metric is below the (1 - 1/rf) quantile of the metrics
@@ -262,9 +327,14 @@ def asha_outcome(qualities: list[float], metric: dict[float, float], rungs: list
 def test_asha_stops_exactly_the_trials_its_rule_says(stack, tmp_path):
     """Scripted trials whose validation rank IC is fixed by ``quality``, run one at a time."""
     spec = write_spec(
-        tmp_path / "asha.yaml", "it-asha", SCRIPTED, {"epochs": 4},
+        tmp_path / "asha.yaml",
+        "it-asha",
+        SCRIPTED,
+        {"epochs": 4},
         {"quality": {"choice": [0.0, 0.3, 0.6, 0.9]}},
-        num_samples=6, max_concurrent=1, search={"algorithm": "random", "seed": 3},
+        num_samples=6,
+        max_concurrent=1,
+        search={"algorithm": "random", "seed": 3},
         scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
     )
     stack.ok("sweep", spec)
@@ -294,10 +364,20 @@ def test_a_failed_trial_retries_from_its_checkpoint_and_a_finished_resume_adds_n
 ):
     flag, log = tmp_path / "failed.flag", tmp_path / "epochs.log"
     spec = write_spec(
-        tmp_path / "retry.yaml", "it-retry", SCRIPTED,
-        {"epochs": 4, "quality": 0.5, "fail_at_epoch": 3, "flag_file": str(flag),
-         "epoch_log": str(log)},
-        {}, num_samples=1, max_failures=1, scheduler={"type": "fifo"},
+        tmp_path / "retry.yaml",
+        "it-retry",
+        SCRIPTED,
+        {
+            "epochs": 4,
+            "quality": 0.5,
+            "fail_at_epoch": 3,
+            "flag_file": str(flag),
+            "epoch_log": str(log),
+        },
+        {},
+        num_samples=1,
+        max_failures=1,
+        scheduler={"type": "fifo"},
     )
     out = stack.ok("sweep", spec)
     assert flag.read_text() == "failed at epoch 3\n"  # the trial did fail once
@@ -330,17 +410,20 @@ def test_a_sweep_trains_on_stored_features_computes_missing_ones_and_fails_on_a_
         "  - {name: sma, n: 20}\n"
     )
     spec = write_spec(
-        tmp_path / "ridge.yaml", "it-store", "ridge", {}, {"alpha": {"choice": [1.0]}},
-        num_samples=1, data={**DATA, "feature_spec": str(features_spec)},
+        tmp_path / "ridge.yaml",
+        "it-store",
+        "ridge",
+        {},
+        {"alpha": {"choice": [1.0]}},
+        num_samples=1,
+        data={**DATA, "feature_spec": str(features_spec)},
     )
     first = stack.ok("sweep", spec)
     assert "missing or stale for 20 of 20 symbols: computing them with the ray engine" in first
     stored = ray.get(store.features.remote(SYMBOLS, interval="1d", spec_version="it-store"))
     bars = ray.get(store.bars.remote(SYMBOLS, interval="1d"))
     assert stored.num_rows == bars.num_rows  # every bar's features, stored by the Ray engine
-    assert set(stored["fingerprint"].to_pylist()) == {
-        load_spec(features_spec).fingerprint
-    }
+    assert set(stored["fingerprint"].to_pylist()) == {load_spec(features_spec).fingerprint}
 
     again = stack.ok("sweep", spec)
     assert "features of spec it-store (20 symbols) read from the store" in again
@@ -350,10 +433,14 @@ def test_a_sweep_trains_on_stored_features_computes_missing_ones_and_fails_on_a_
     leaked = stored.filter(pc.field("symbol") == "AAPL").to_pandas()
     leaked["rsi_14"] = leaked["rsi_14"].shift(-1)
     columns = ["symbol", "ts", "logret_1", "rsi_14", "sma_20"]
-    ray.get(store.insert_features.remote(
-        pa.Table.from_pandas(leaked[columns], preserve_index=False), "1d", "it-store",
-        load_spec(features_spec).fingerprint,
-    ))
+    ray.get(
+        store.insert_features.remote(
+            pa.Table.from_pandas(leaked[columns], preserve_index=False),
+            "1d",
+            "it-store",
+            load_spec(features_spec).fingerprint,
+        )
+    )
     done = stack.cli("sweep", spec)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "look-ahead: feature(s) ['rsi_14']" in done.stderr

@@ -120,7 +120,7 @@ def _raises(exc: BaseException):
 def _remote(cause: BaseException, function: str = "OfflineStore.materialize") -> BaseException:
     """What ``ray.get`` raises when a task or actor method raised ``cause``."""
     trace = (
-        "Traceback (most recent call last):\n  File \"offline_actor.py\", line 9, in f\n"
+        'Traceback (most recent call last):\n  File "offline_actor.py", line 9, in f\n'
         f"{type(cause).__name__}: {cause}"
     )
     error = RayTaskError(function, trace, cause, f"ray::{function}", 7, "127.0.0.1")

@@ -123,8 +123,6 @@ def test_serve_settings_pass_to_child_processes_without_their_keys(tmp_path, mon
 
 
 def test_direct_ingress_ports_inside_the_ray_worker_ports_are_refused(tmp_path):
-    with pytest.raises(
-        ValueError, match=r"serve.direct_ingress_port: ports 29500-30499 overlap"
-    ):
+    with pytest.raises(ValueError, match=r"serve.direct_ingress_port: ports 29500-30499 overlap"):
         Settings(state_dir=tmp_path, serve={"direct_ingress_port": 29500})
     Settings(state_dir=tmp_path, serve={"direct_ingress_port": 29500, "direct_ingress": False})

@@ -4,13 +4,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
-PLUGIN = '''
+PLUGIN = """
 def pytest_collection_finish(session):
     for item in session.items:
         timeout = item.get_closest_marker("timeout")
         marked = item.get_closest_marker("integration") is not None
         print("ITEM", item.nodeid, marked, timeout.args[0] if timeout else None)
-'''
+"""
 
 
 def collected(tmp_path: Path, *args: str) -> list[list[str]]:
@@ -18,7 +18,11 @@ def collected(tmp_path: Path, *args: str) -> list[list[str]]:
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "show_markers", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("ITEM ")]

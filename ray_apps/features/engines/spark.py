@@ -39,9 +39,20 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 _OPENS = (
-    "java.lang", "java.lang.invoke", "java.io", "java.net", "java.nio", "java.math",
-    "java.text", "java.util", "java.util.concurrent", "java.util.concurrent.atomic",
-    "sun.nio.ch", "sun.nio.cs", "sun.security.action", "sun.util.calendar",
+    "java.lang",
+    "java.lang.invoke",
+    "java.io",
+    "java.net",
+    "java.nio",
+    "java.math",
+    "java.text",
+    "java.util",
+    "java.util.concurrent",
+    "java.util.concurrent.atomic",
+    "sun.nio.ch",
+    "sun.nio.cs",
+    "sun.security.action",
+    "sun.util.calendar",
 )
 JAVA_17_OPTIONS = " ".join(
     ["-XX:+IgnoreUnrecognizedVMOptions"]

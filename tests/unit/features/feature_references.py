@@ -37,8 +37,9 @@ def talib_reference(bars: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def pandas_ta_reference(bars: pd.DataFrame) -> dict[str, np.ndarray]:
     """The default spec's columns computed with pandas-ta-classic's own code."""
-    h, low, c, v = (bars[x].astype(float).reset_index(drop=True) for x in
-                    ("high", "low", "close", "volume"))
+    h, low, c, v = (
+        bars[x].astype(float).reset_index(drop=True) for x in ("high", "low", "close", "volume")
+    )
     ref = {
         "logret_1": pta.log_return(c, length=1),
         "logret_5": pta.log_return(c, length=5),

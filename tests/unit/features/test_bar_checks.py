@@ -53,10 +53,21 @@ def test_reason_names_are_the_ingest_ones_in_its_order():
 def test_verdicts_equal_validate_bars_on_every_value_rule():
     good = {"open": 10.0, "high": 11.0, "low": 9.0, "close": 10.5, "volume": 100.0}
     variants = [
-        {}, {"close": np.nan}, {"high": np.inf}, {"open": -np.inf}, {"low": 0.0},
-        {"close": -1.0}, {"volume": np.nan}, {"volume": -1.0}, {"high": 10.2},
-        {"low": 10.1}, {"open": 12.0}, {"close": 8.0}, {"close": np.nan, "volume": -1.0},
-        {"high": 0.0, "low": 20.0}, {"volume": 0.0},
+        {},
+        {"close": np.nan},
+        {"high": np.inf},
+        {"open": -np.inf},
+        {"low": 0.0},
+        {"close": -1.0},
+        {"volume": np.nan},
+        {"volume": -1.0},
+        {"high": 10.2},
+        {"low": 10.1},
+        {"open": 12.0},
+        {"close": 8.0},
+        {"close": np.nan, "volume": -1.0},
+        {"high": 0.0, "low": 20.0},
+        {"volume": 0.0},
     ]
     raw = pd.DataFrame([good | v for v in variants])
     raw.insert(0, "ts", pd.date_range("2024-01-01", periods=len(raw), freq="D", tz="UTC"))
@@ -65,20 +76,26 @@ def test_verdicts_equal_validate_bars_on_every_value_rule():
     expected = [""] * len(raw)
     for row, reason in zip(quarantined["row_number"], quarantined["reason"], strict=True):
         expected[int(row)] = reason
-    codes = bar_verdicts(*(raw[c].to_numpy() for c in ("high", "low", "close", "volume")),
-                         open_=raw["open"].to_numpy())
+    codes = bar_verdicts(
+        *(raw[c].to_numpy() for c in ("high", "low", "close", "volume")),
+        open_=raw["open"].to_numpy(),
+    )
     names = np.array(["", *VALUE_REASONS], dtype=object)[codes]
     assert names.tolist() == expected
     assert reason_counts(codes) == validate_bars(raw, interval="1d").reason_counts()
 
 
 def test_check_bars_keeps_the_good_bars_and_counts_the_others():
-    table = pa.table({
-        "symbol": ["A", "A", None, "A"],
-        "ts": pa.array([1, 2, 3, None], pa.timestamp("us", tz="UTC")),
-        "high": [2.0, 2.0, 2.0, 2.0], "low": [1.0, 1.0, 1.0, 1.0],
-        "close": [1.5, float("nan"), 1.5, 1.5], "volume": [1.0, 1.0, 1.0, 1.0],
-    })
+    table = pa.table(
+        {
+            "symbol": ["A", "A", None, "A"],
+            "ts": pa.array([1, 2, 3, None], pa.timestamp("us", tz="UTC")),
+            "high": [2.0, 2.0, 2.0, 2.0],
+            "low": [1.0, 1.0, 1.0, 1.0],
+            "close": [1.5, float("nan"), 1.5, 1.5],
+            "volume": [1.0, 1.0, 1.0, 1.0],
+        }
+    )
     good, rejected = check_bars(table)
     assert good.column("ts").to_pylist() == table.column("ts").to_pylist()[:1]
     assert rejected == {"non_finite_price": 1, "missing_symbol": 1, "unparseable_ts": 1}
@@ -86,8 +103,12 @@ def test_check_bars_keeps_the_good_bars_and_counts_the_others():
 
 @pytest.mark.parametrize(
     ("column", "value", "reason"),
-    [("close", np.nan, "non_finite_price"), ("close", np.inf, "non_finite_price"),
-     ("low", -5.0, "non_positive_price"), ("volume", -1.0, "negative_volume")],
+    [
+        ("close", np.nan, "non_finite_price"),
+        ("close", np.inf, "non_finite_price"),
+        ("low", -5.0, "non_positive_price"),
+        ("volume", -1.0, "negative_volume"),
+    ],
 )
 def test_batch_engine_leaves_a_bad_bar_out(series, column, value, reason):
     features, rejected = compute_checked(with_bad_bar(series, column, value), SPEC)
@@ -147,7 +168,10 @@ def test_a_refused_bar_leaves_the_state_as_it_was_and_the_batch_goes_on(series):
     applied = engine.update(pa.Table.from_pandas(batch, preserve_index=False))
     assert applied.column("symbol").to_pylist() == ["OTHER"]
     assert engine.symbols[1:] == ["OTHER"]  # NEW's only bar was refused: not registered
-    assert engine.rejected == {"high_below_open_close": 1, "non_finite_price": 1,
-                               "non_positive_price": 1}
+    assert engine.rejected == {
+        "high_below_open_close": 1,
+        "non_finite_price": 1,
+        "non_positive_price": 1,
+    }
     restored = IncrementalEngine.restore(engine.save(), SPEC)
     assert restored.rejected == engine.rejected

@@ -42,10 +42,19 @@ def test_engines_are_looked_up_in_the_table(tmp_path, monkeypatch):
     def fake(run):
         calls.append(sorted(run.counts))
         run.rejected["non_finite_price"] += 2
-        yield compute_table(pa.table({
-            "symbol": ["A"], "ts": pa.array([0], pa.timestamp("us", tz="UTC")),
-            "high": [2.0], "low": [1.0], "close": [1.5], "volume": [1.0],
-        }), SPEC)
+        yield compute_table(
+            pa.table(
+                {
+                    "symbol": ["A"],
+                    "ts": pa.array([0], pa.timestamp("us", tz="UTC")),
+                    "high": [2.0],
+                    "low": [1.0],
+                    "close": [1.5],
+                    "volume": [1.0],
+                }
+            ),
+            SPEC,
+        )
 
     monkeypatch.setitem(compute.ENGINES, "spark", fake)
     summary = run(bars_file(tmp_path), engine="spark")

@@ -69,9 +69,7 @@ def test_the_dataset_holds_the_kernels_numbers_and_the_tally_the_bad_bars(local_
     assert seconds["read"] > 0 and seconds["compute"] > 0
 
 
-def test_tasks_write_their_own_parquet_parts_and_time_the_writes(
-    local_ray, bars_path, tmp_path
-):
+def test_tasks_write_their_own_parquet_parts_and_time_the_writes(local_ray, bars_path, tmp_path):
     folder = tmp_path / "features"
     folder.mkdir()
     tally = TaskTally.remote()

@@ -8,10 +8,26 @@ from ray_apps.errors import UserError
 from ray_apps.features.spec import load_spec
 
 ISSUE_COLUMNS = [
-    "logret_1", "sma_20", "ema_20", "rsi_14", "macd_12_26_9", "macd_signal_12_26_9",
-    "macd_hist_12_26_9", "bb_upper_20_2", "bb_middle_20_2", "bb_lower_20_2", "bb_pctb_20_2",
-    "bb_width_20_2", "atr_14", "obv", "vol_20", "zclose_20", "zvolume_20", "stoch_k_14_3",
-    "stoch_d_14_3", "adx_14",
+    "logret_1",
+    "sma_20",
+    "ema_20",
+    "rsi_14",
+    "macd_12_26_9",
+    "macd_signal_12_26_9",
+    "macd_hist_12_26_9",
+    "bb_upper_20_2",
+    "bb_middle_20_2",
+    "bb_lower_20_2",
+    "bb_pctb_20_2",
+    "bb_width_20_2",
+    "atr_14",
+    "obv",
+    "vol_20",
+    "zclose_20",
+    "zvolume_20",
+    "stoch_k_14_3",
+    "stoch_d_14_3",
+    "adx_14",
 ]
 
 

@@ -21,8 +21,11 @@ SPEC = load_spec()
 def tiny_bars() -> pd.DataFrame:
     ts = pd.date_range("2024-01-01", periods=4, freq="D", tz="UTC")
     return pd.DataFrame(
-        {"symbol": ["A"] * 4 + ["B"] * 4, "ts": list(ts) * 2,
-         "close": [100.0, 110.0, 99.0, 120.0, 10.0, 10.0, 12.0, 6.0]}
+        {
+            "symbol": ["A"] * 4 + ["B"] * 4,
+            "ts": list(ts) * 2,
+            "close": [100.0, 110.0, 99.0, 120.0, 10.0, 10.0, 12.0, 6.0],
+        }
     )
 
 
@@ -86,8 +89,8 @@ def test_a_centred_window_is_detected_too():
     def centred(b: pd.DataFrame) -> pd.DataFrame:
         b = b.sort_values(["symbol", "ts"]).reset_index(drop=True)
         out = b[["symbol", "ts"]].copy()
-        out["centred_mean"] = (
-            b.groupby("symbol")["close"].transform(lambda x: x.rolling(5, center=True).mean())
+        out["centred_mean"] = b.groupby("symbol")["close"].transform(
+            lambda x: x.rolling(5, center=True).mean()
         )
         return out
 

@@ -17,9 +17,19 @@ from ray_apps.models.panel import Panel
 
 SYMBOLS = ["AAPL", "MSFT", "IBM", "XOM", "CVX", "JPM", "BAC", "KO", "PEP", "PFE", "MRK", "GE"]
 COLUMNS = ("f0", "f1", "f2")
-SECTORS = {"AAPL": "IT", "MSFT": "IT", "IBM": "IT", "XOM": "Energy", "CVX": "Energy",
-           "JPM": "Financials", "BAC": "Financials", "KO": "Staples", "PEP": "Staples",
-           "PFE": "Health", "MRK": "Health"}  # GE left out: unknown
+SECTORS = {
+    "AAPL": "IT",
+    "MSFT": "IT",
+    "IBM": "IT",
+    "XOM": "Energy",
+    "CVX": "Energy",
+    "JPM": "Financials",
+    "BAC": "Financials",
+    "KO": "Staples",
+    "PEP": "Staples",
+    "PFE": "Health",
+    "MRK": "Health",
+}  # GE left out: unknown
 SMALL = {
     "mlp": {"epochs": 3, "hidden": 8},
     "lstm": {"epochs": 2, "lookback": 5, "hidden": 8},
@@ -33,16 +43,18 @@ SMALL = {
 def small_panel(dates: int = 60, seed: int = 0, groups: bool = True) -> Panel:
     rng = np.random.default_rng(seed)
     ts = pd.date_range("2024-01-01", periods=dates, tz="UTC")
-    frame = pd.DataFrame(
-        [(s, t) for t in ts for s in SYMBOLS], columns=["symbol", "ts"]
-    )
+    frame = pd.DataFrame([(s, t) for t in ts for s in SYMBOLS], columns=["symbol", "ts"])
     x = rng.normal(size=(len(frame), 3))
     frame[list(COLUMNS)] = x
     frame["label_1"] = x[:, 0] - 0.5 * x[:, 1] + 0.1 * rng.normal(size=len(frame))
     frame["return_1"] = 0.01 * frame["label_1"]
     frame.loc[frame.index[:5], "f2"] = np.nan  # warm-up holes
     return Panel.from_frame(
-        frame, COLUMNS, "label_1", "return_1", "return_1",
+        frame,
+        COLUMNS,
+        "label_1",
+        "return_1",
+        "return_1",
         {"sector": SECTORS} if groups else None,
     )
 
@@ -169,8 +181,9 @@ def test_gat_group_edges_come_from_the_panel_and_are_refused_without_it() -> Non
     assert model.adjacency[index["GE"]].sum() == 1
     bare = small_panel(groups=False)  # e.g. rows a served model gets: the learned graph stays
     restored = pickle.loads(pickle.dumps(model))
-    np.testing.assert_array_equal(restored.predict(bare, np.arange(40, 60)),
-                                  model.predict(small_panel(), np.arange(40, 60)))
+    np.testing.assert_array_equal(
+        restored.predict(bare, np.arange(40, 60)), model.predict(small_panel(), np.arange(40, 60))
+    )
     untrained = build_model("gat", {**SMALL["gat"], "edges": "industry"}, COLUMNS)
     assert isinstance(untrained, GATModel)
     with pytest.raises(ValueError, match=r"^model.params.edges: 'industry' needs the industry"):
@@ -180,13 +193,22 @@ def test_gat_group_edges_come_from_the_panel_and_are_refused_without_it() -> Non
 
 
 def test_models_never_import_a_higher_layer_or_marketdata() -> None:
-    higher = ("ray_apps.marketdata", "ray_apps.training", "ray_apps.jobs", "ray_apps.cli",
-              "ray_apps.serving", "ray_apps.streaming")
+    higher = (
+        "ray_apps.marketdata",
+        "ray_apps.training",
+        "ray_apps.jobs",
+        "ray_apps.cli",
+        "ray_apps.serving",
+        "ray_apps.streaming",
+    )
     package = Path(__file__).parents[3] / "ray_apps" / "models"
     found = []
     for path in sorted(package.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             found += [f"{path.name}: {n}" for n in names if n.startswith(higher)]
     assert found == []

@@ -23,8 +23,9 @@ def sleeper():
 def record(state_dir, **pids: int) -> None:
     """A stack.json naming these pids, with their true start times (the format `up` writes)."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    entries = {name: {"pid": pid, "create_time": processes.create_time(pid)}
-               for name, pid in pids.items()}
+    entries = {
+        name: {"pid": pid, "create_time": processes.create_time(pid)} for name, pid in pids.items()
+    }
     (state_dir / PIDS_FILE).write_text(json.dumps(entries))
 
 

@@ -21,12 +21,14 @@ def times(*micros: int) -> pa.Array:
 
 
 def test_records_are_big_endian_time_then_little_endian_float64s_grouped_by_symbol():
-    table = pa.table({
-        "symbol": ["B", "A", "A"],
-        "ts": times(DAY_2_US, DAY_2_US + HOUR_US, DAY_2_US),
-        "f": [1.5, None, -2.0],
-        "g": pa.array([7, 8, 9], pa.int32()),
-    })
+    table = pa.table(
+        {
+            "symbol": ["B", "A", "A"],
+            "ts": times(DAY_2_US, DAY_2_US + HOUR_US, DAY_2_US),
+            "f": [1.5, None, -2.0],
+            "g": pa.array([7, 8, 9], pa.int32()),
+        }
+    )
     batch = pack_batch(table)
     assert batch.columns == ["f", "g"]
     assert batch.symbols == ["A", "B"]

@@ -112,7 +112,8 @@ def test_ic_and_accuracy_use_the_raw_forward_return_not_the_ranked_label() -> No
     frame = pd.DataFrame(
         [
             {"symbol": s, "ts": t, "f": float(i + 1), "raw": raw[t][i]}
-            for t in ts for i, s in enumerate("ABCD")
+            for t in ts
+            for i, s in enumerate("ABCD")
         ]
     )
     frame["label"] = frame.groupby("ts")["raw"].rank(pct=True)

@@ -15,8 +15,11 @@ from ray_apps.training.trial import CHECKPOINT_FILE, newest_checkpoint
 
 
 def spec(**extra):
-    raw = {"name": "s", "model": {"name": "mlp", "params": {"epochs": 7}},
-           "registry": {"name": "s"}}
+    raw = {
+        "name": "s",
+        "model": {"name": "mlp", "params": {"epochs": 7}},
+        "registry": {"name": "s"},
+    }
     return parse_sweep_spec(raw | extra)
 
 
@@ -94,6 +97,7 @@ def test_a_gpu_shortfall_fails_before_data_mlflow_or_any_run(monkeypatch):
         def record(*args, **kwargs):
             calls.append(what)
             raise RuntimeError(f"{what} before the GPU check")
+
         return record
 
     monkeypatch.setattr(sweep, "connect_ray", lambda settings: None)
@@ -103,7 +107,10 @@ def test_a_gpu_shortfall_fails_before_data_mlflow_or_any_run(monkeypatch):
     monkeypatch.setattr(sweep, "ensure_experiment", touched("ensure_experiment"))
     monkeypatch.setattr(sweep, "find_or_create_run", touched("find_or_create_run"))
     monkeypatch.setattr(sweep, "load_training_data", touched("load_training_data"))
-    with pytest.raises(UserError, match=r"^resources.gpu: 2.0 GPU\(s\) per trial asked, the "
-                                        r"cluster has 0$"):
+    with pytest.raises(
+        UserError,
+        match=r"^resources.gpu: 2.0 GPU\(s\) per trial asked, the "
+        r"cluster has 0$",
+    ):
         sweep.run_sweep(spec(resources={"gpu": 2}), Settings(), echo=lambda line: None)
     assert calls == []

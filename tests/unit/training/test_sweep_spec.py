@@ -58,8 +58,9 @@ def base() -> dict:
             r"search_space.batch_size: loguniform over an integer parameter; use randint or",
         ),
         (
-            lambda s: s.update(model={"name": "momentum"},
-                               search_space={"sign": {"uniform": [-1, 1]}}),
+            lambda s: s.update(
+                model={"name": "momentum"}, search_space={"sign": {"uniform": [-1, 1]}}
+            ),
             r"search_space.sign: uniform over an integer parameter",
         ),
         (

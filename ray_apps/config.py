@@ -163,7 +163,12 @@ class StreamSettings(_Section):
         description="How often a consumer writes its bars and features to the offline store "
         "and then checkpoints and commits (Redis is written every micro-batch).",
     )
-    consumer_cpus: float = Field(0.5, ge=0, description="CPUs Ray reserves per consumer actor.")
+    consumer_cpus: float = Field(
+        0.25,
+        ge=0,
+        description="CPUs Ray reserves per consumer actor (held while it runs; with Serve's "
+        "defaults a running stack keeps over one CPU of two free for batch tasks).",
+    )
     kafka_debug: str = Field(
         "",
         description="librdkafka debug contexts for the consumers (e.g. ``cgrp,fetch``), "
@@ -296,7 +301,7 @@ class ServeSettings(_Section):
     ingress_replicas: PositiveInt = Field(1, description="Replicas of the HTTP ingress.")
     ingress_cpus: float = Field(0.1, ge=0, description="CPUs reserved per ingress replica.")
     model_replicas: PositiveInt = Field(1, description="Replicas of each model deployment.")
-    model_cpus: float = Field(0.25, ge=0, description="CPUs reserved per model replica.")
+    model_cpus: float = Field(0.1, ge=0, description="CPUs reserved per model replica.")
     model_max_replicas: PositiveInt | None = Field(
         None,
         description="Autoscale each model deployment between model_replicas and this many "

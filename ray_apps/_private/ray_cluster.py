@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 
 import ray
@@ -60,6 +61,58 @@ def connect_ray(settings: Settings, log_to_driver: bool = True) -> None:
         raise UserError(
             f"the Ray head at {address} refused the connection: {str(exc).splitlines()[0]}"
         ) from exc
+
+
+def require_task_cpus(need: float, work: str) -> None:
+    """Refuses work whose tasks could never start, instead of letting them wait for ever.
+
+    Ray holds an actor's CPUs for as long as it lives: the Serve replicas and stream consumers
+    of a running stack keep theirs. A task asking for more CPUs than the cluster has, or than
+    its live actors leave, would wait without end and without a word. CPUs held by other jobs'
+    tasks come back when those end, so such work waits for them as Ray does.
+
+    Args:
+        need: CPUs one task of the work asks for.
+        work: what is refused, for the message (e.g. ``features compute --engine ray``).
+
+    Raises:
+        UserError: one task needs more CPUs than the cluster has, or than its live actors leave.
+    """
+    total = ray.cluster_resources().get("CPU", 0.0)
+    if need > total:
+        raise UserError(f"{work}: a task asks for {need:g} CPU(s), the cluster has {total:g}")
+    holders = _actor_cpus()
+    held = sum(holders.values())
+    if total - held < need:
+        names = ", ".join(f"{name} {cpus:g}" for name, cpus in holders.most_common(4))
+        raise UserError(
+            f"{work}: a task asks for {need:g} CPU(s) and running actors hold {held:g} of the "
+            f"cluster's {total:g} ({names}); stop some (`ray-apps serve down`, `ray-apps "
+            "stream stop`) or give Ray more CPUs (RAY_APPS_RAY__NUM_CPUS, then `ray-apps stack "
+            "down` and `up`)"
+        )
+
+
+def _actor_cpus() -> collections.Counter[str]:
+    """CPUs held by the cluster's live actors, per actor class (empty if Ray cannot say)."""
+    from ray.util.state import list_actors  # the state API: imported only when asked
+
+    try:
+        actors = list_actors(
+            address=ray.get_runtime_context().gcs_address,
+            filters=[("state", "=", "ALIVE")],
+            detail=True,
+            limit=10_000,
+            timeout=10,
+        )
+    except Exception:  # no dashboard to ask (e.g. a bare local Ray): let Ray schedule as usual
+        return collections.Counter()
+    held: collections.Counter[str] = collections.Counter()
+    for actor in actors:
+        cpus = (actor.required_resources or {}).get("CPU", 0.0)
+        if cpus:
+            held[actor.class_name] += cpus
+    return held
 
 
 def direct_ingress_urls(app_name: str) -> list[str]:

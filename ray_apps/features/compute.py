@@ -19,6 +19,7 @@ import pyarrow as pa
 import ray
 from pydantic import BaseModel, ConfigDict, Field
 
+from ray_apps._private.ray_cluster import require_task_cpus
 from ray_apps._private.ray_data_console import quiet_ray_data_console
 from ray_apps.errors import UserError
 from ray_apps.features.batch import normalize_bars, output_schema
@@ -141,6 +142,7 @@ def _ray_blocks(run: EngineRun) -> Iterator[pa.Table]:
         write_features,
     )
 
+    require_task_cpus(1, "features compute --engine ray")
     quiet_ray_data_console()
     tally = TaskTally.remote()
     request = run.request

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import ray
 from pydantic import BaseModel, ConfigDict, PositiveInt
 
+from ray_apps._private.ray_cluster import require_task_cpus
 from ray_apps.errors import UserError
 from ray_apps.marketdata.duplicates import SeenKeys
 from ray_apps.marketdata.loaders import CSV_CHUNK_ROWS
@@ -162,6 +163,8 @@ def run_ingest(
     )
     summary = IngestSummary(ingest_id=uuid.uuid4().hex[:12], source=source.name)
     store = open_store()
+    if isinstance(source, SyntheticSource):  # its blocks are made in tasks of one CPU each
+        require_task_cpus(1, "ingest of a synthetic source")
     writer = StoreWriter(
         store, summary.ingest_id, source.name, summary.add, lambda: summary.accepted
     )

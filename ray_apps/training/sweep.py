@@ -26,7 +26,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from ray_apps._private.ray_cluster import connect_ray
+from ray_apps._private.ray_cluster import connect_ray, require_task_cpus
 from ray_apps.config import Settings
 from ray_apps.errors import UserError
 from ray_apps.models.catalog import model_class
@@ -261,6 +261,7 @@ def run_sweep(
         run_name = f"{spec.name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
     connect_ray(settings)
     gpus = gpus_per_trial(spec)
+    require_task_cpus(spec.resources.cpu, f"sweep {spec.name} (resources.cpu per trial)")
     client = MlflowClient(settings.mlflow.uri)
     experiment_id = ensure_experiment(client, spec.experiment)
     if resume:

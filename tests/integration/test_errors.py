@@ -1,5 +1,8 @@
 """Errors raised inside Ray tasks and actors reach the user as one line, as the CLI's own do."""
 
+import subprocess
+import sys
+
 from .conftest import BIN
 
 REPEATED = "ray-apps: bars repeat (symbol, ts) = (A, 2024-01-03 00:00:00+00:00)"
@@ -52,3 +55,49 @@ def test_the_same_error_in_a_submitted_job_is_one_line_in_its_log(stack, tmp_pat
     assert done.returncode != 0, done.stdout + done.stderr
     assert REPEATED in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+
+
+#: A driver whose actor holds all but half a CPU of the free ones until its stdin closes (the
+#: actor goes with its driver), as a running Serve app and stream consumers hold theirs.
+CPU_HOLDER = """
+import sys
+import ray
+from ray_apps._private.ray_cluster import connect_ray
+from ray_apps.config import load_settings
+connect_ray(load_settings())
+cpus = ray.available_resources()["CPU"] - 0.5
+
+@ray.remote(num_cpus=cpus)
+class CpuHolder:
+    def ready(self):
+        return True
+
+holder = CpuHolder.remote()
+ray.get(holder.ready.remote())
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_work_whose_tasks_could_never_start_is_refused_in_one_line(stack):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", CPU_HOLDER],
+        env=stack.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = stack.cli("ingest", "--source", "synthetic:2:50", timeout=300)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert done.stderr.startswith(
+            "ray-apps: ingest of a synthetic source: a task asks for 1 CPU(s) and running "
+            "actors hold"
+        ), done.stderr
+        assert "CpuHolder" in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    done = stack.cli("ingest", "--source", "synthetic:2:50", timeout=300)  # the CPUs are back
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 import ray
 from pydantic import BaseModel, ConfigDict, Field
 
+from ray_apps._private.ray_cluster import require_task_cpus
 from ray_apps.errors import UserError
 from ray_apps.features.bar_checks import VALUE_REASONS, check_bars
 from ray_apps.features.batch import CHECKED_COLUMNS, INPUT_COLUMNS, compute_checked
@@ -98,6 +99,7 @@ def start_spark(config: SparkConfig, app_name: str = "ray-apps-features") -> Spa
             f"{wanted + 1} CPUs in the Ray cluster ({wanted} held by the executors, 1 for "
             f"Ray Data to take their output); the cluster has {cpus}"
         )
+    require_task_cpus(wanted + 1, "features compute --engine spark")
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)

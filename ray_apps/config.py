@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
@@ -32,7 +32,8 @@ from pydantic_settings import (
 
 from ray_apps.errors import UserError
 
-Port = int
+Port = Annotated[int, Field(ge=1, le=65535)]
+"""A TCP port number."""
 LOOPBACK = "127.0.0.1"
 DIRECT_INGRESS_PORTS = 1000
 """How many ports, from ``serve.direct_ingress_port`` up, direct-ingress replicas may take."""

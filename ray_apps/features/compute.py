@@ -8,6 +8,7 @@ Engines are looked up by name in :data:`ENGINES`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -242,9 +243,11 @@ def compute_features(
         output=request.output,
     )
     started = last_report = time.monotonic()
-    writer = features_writer(request.output, output_schema(spec)) if request.output else None
     pending: list[ray.ObjectRef] = []
-    try:
+    with contextlib.ExitStack() as outputs:
+        writer = None
+        if request.output:
+            writer = outputs.enter_context(features_writer(request.output, output_schema(spec)))
         for block in ENGINES[request.engine](run):
             if writer is not None:
                 writer.write_table(block)
@@ -261,9 +264,6 @@ def compute_features(
                 echo(f"  {summary.rows:>12,} / {total:,} rows ({rate:,.0f} rows/s)")
         if pending:
             summary.stored += sum(ray.get(pending))
-    finally:
-        if writer is not None:
-            writer.close()
     summary.rows += run.sunk_rows
     summary.stored += run.stored_rows
     summary.rejected = dict(run.rejected)

@@ -9,6 +9,9 @@ dictionary-encoded.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,6 +26,20 @@ def write_features_parquet(features: pa.Table, path: Path) -> None:
     pq.write_table(features, path, **PARQUET_OPTIONS)
 
 
-def features_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
-    """A Parquet writer for feature blocks of ``schema``, one after another."""
-    return pq.ParquetWriter(path, schema, **PARQUET_OPTIONS)
+@contextlib.contextmanager
+def features_writer(path: Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """A Parquet writer for feature blocks of ``schema``, one after another.
+
+    The blocks go to a hidden file beside ``path`` that takes its name when the ``with`` block
+    ends without an error: a run that fails or is interrupted leaves ``path`` as it was.
+    """
+    partial = path.with_name(f".{path.name}.partial")
+    writer = pq.ParquetWriter(partial, schema, **PARQUET_OPTIONS)
+    try:
+        yield writer
+    except BaseException:
+        writer.close()
+        partial.unlink(missing_ok=True)
+        raise
+    writer.close()
+    os.replace(partial, path)

@@ -48,6 +48,12 @@ class BarsInput(BaseModel):
     start: dt.datetime | None = None
     end: dt.datetime | None = None
 
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        # the engines' tasks run in other working folders: they need the file's whole path
+        return None if path is None else path.expanduser().absolute()
+
     @field_validator("interval")
     @classmethod
     def _known_interval(cls, interval: str | None) -> str | None:

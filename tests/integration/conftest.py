@@ -75,12 +75,17 @@ class Stack:
         return Settings(**self.overrides)
 
     def run(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float | None = None
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        cwd: Path | None = None,
     ) -> subprocess.CompletedProcess:
-        """Run a command with this stack's settings; output is text."""
+        """Run a command with this stack's settings (in ``cwd`` if given); output is text."""
         return subprocess.run(
             list(args),
             env=env or self.env,
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -1,6 +1,7 @@
 """Feature engines, the features table, Redis materialization and the feature job, for real."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,26 @@ def test_every_engine_writes_the_batch_numbers(stack, panel_file, tmp_path, engi
     out = tmp_path / f"{engine}.parquet"
     stack.ok("features", "compute", "--engine", engine, "--input", path, "--output", str(out))
     assert_same(read_sorted(out), expected)
+
+
+def test_relative_paths_are_the_users_working_folder_for_the_ray_data_tasks(
+    stack, panel_file, tmp_path
+):
+    path, expected = panel_file
+    (tmp_path / "bars.parquet").write_bytes(Path(path).read_bytes())
+    done = stack.cli(
+        "features",
+        "compute",
+        "--engine",
+        "ray",
+        "--input",
+        "bars.parquet",
+        "--output",
+        "out.parquet",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert_same(read_sorted(tmp_path / "out.parquet"), expected)
 
 
 READ_STORE = """

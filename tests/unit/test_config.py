@@ -29,6 +29,13 @@ def test_bad_value_names_the_setting_and_its_variable(monkeypatch):
         load_settings()
 
 
+@pytest.mark.parametrize("port", ["0", "65536", "-5"])
+def test_a_port_out_of_range_names_the_setting(port, monkeypatch):
+    monkeypatch.setenv("RAY_APPS_REDIS__PORT", port)
+    with pytest.raises(UserError, match=r"redis.port \(RAY_APPS_REDIS__PORT\): Input should be"):
+        load_settings()
+
+
 def test_unknown_key_in_yaml_is_rejected(tmp_path, monkeypatch):
     config = tmp_path / "c.yaml"
     config.write_text("redis:\n  prot: 7001\n")

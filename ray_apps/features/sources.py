@@ -208,5 +208,11 @@ def _file_dataset(path: Path) -> pads.Dataset:
         dataset = pads.dataset(str(path), format="parquet")
     missing = [c for c in INPUT_COLUMNS if c not in dataset.schema.names]
     if missing:
-        raise UserError(f"{path}: missing column(s) {missing}; need {list(INPUT_COLUMNS)}")
+        raise UserError(
+            f"{path}: missing column(s) {', '.join(missing)} (found "
+            f"{', '.join(dataset.schema.names)}; need {', '.join(INPUT_COLUMNS)}, by these "
+            "names); other layouts, such as a Date,Open,High,Low,Close,Adj Close,Volume price "
+            "download, go in through `ray-apps ingest --source FILE [--symbol S]`, then "
+            "`features compute --from-store`"
+        )
     return dataset

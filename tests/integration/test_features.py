@@ -170,7 +170,15 @@ def test_bad_spec_and_bad_input_fail_in_one_line(stack, tmp_path):
     csv.write_text("symbol,ts,close\nA,2024-01-01,1\n")
     done = stack.cli("features", "compute", "--input", str(csv))
     assert done.returncode == 2
-    assert "missing column(s) ['high', 'low', 'volume']" in done.stderr
+    assert done.stderr.startswith(
+        f"ray-apps: {csv}: missing column(s) high, low, volume (found symbol, ts, close; "
+    ), done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    download = tmp_path / "SPY.csv"  # a price download: pointed at the ingest that reads it
+    download.write_text("Date,Open,High,Low,Close,Adj Close,Volume\n2024-01-02,1,2,1,2,2,10\n")
+    done = stack.cli("features", "compute", "--input", str(download))
+    assert done.returncode == 2
+    assert "`ray-apps ingest --source FILE [--symbol S]`" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("engine", ["ray", "incremental", "spark"])

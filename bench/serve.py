@@ -14,39 +14,40 @@ peak against the bare peak.
 
     python bench/serve.py [--symbols 500] [--seconds 3] [--concurrency 1 8 32 64]
 
-Measured 2026-11-27 03:53 and 03:56, 2-core machine, nothing else running, two runs, 3 s a
+Measured 2026-11-27 06:57 and 07:05, 2-core machine, nothing else running, two runs, 3 s a
 point, ridge model, 500 symbols; req/s and p50 / p99 ms. All three answer from the champion's
-last scoring of the universe (rescored on the online store's events). First run:
+last scoring of the universe (rescored on the online store's events), each symbol's entry and
+its JSON made once per scoring. First run:
 
-    symbols clients   direct ingress           Serve proxy               bare FastAPI + uvicorn
-        1       1    1469.6    0.6 /    2.4       137.0    7.0 /   14.0      1809.8    0.5 /    1.3
-        1       8    1848.8    3.7 /    9.9       210.1   36.9 /   61.2      2582.7    2.9 /    6.3
-        1      32    1951.6   14.1 /   30.8       287.5  105.1 /  194.6      2649.6    9.9 /  107.3
-        1      64    2265.9   26.4 /   57.5       244.5  249.3 /  433.9      2707.6   17.6 /  111.5
-      500       1     245.6    3.4 /    7.4        85.8   10.9 /   20.6       241.1    3.9 /    6.1
-      500       8     306.5   25.0 /   41.6       120.1   66.5 /  100.2       236.5   23.3 /  132.4
-      500      32     287.8  102.5 /  177.1       153.7  202.2 /  325.0       166.4  205.4 /  354.0
-      500      64     284.8  216.2 /  307.7       161.7  383.9 /  554.0       173.2  342.4 /  562.0
+    symbols clients  direct ingress          Serve proxy             bare FastAPI+uvicorn
+        1      1    807.1   1.1 /   3.4      96.6  10.0 /  21.6     833.6   1.2 /   2.3
+        1      8   1095.3   7.0 /  15.4     150.4  50.4 / 101.8    1070.2   6.3 /  15.3
+        1     32   1232.7  24.6 /  57.0     183.4 166.9 / 341.1    1413.3  17.9 / 186.7
+        1     64   1033.8  51.9 / 141.5     198.2 322.5 / 470.5    1529.8  30.8 / 214.2
+      500      1    514.9   1.7 /   4.9      83.4  11.4 /  26.9     663.0   1.5 /   2.6
+      500      8    901.1   8.6 /  19.1     129.0  59.0 / 106.7    1271.4   5.9 /  11.6
+      500     32    843.8  39.9 /  54.0     155.6 190.1 / 373.2    1385.5  18.9 / 181.6
+      500     64   1038.7  55.3 / 119.8     145.0 431.8 / 608.7     911.1  57.8 / 233.6
 
 Second run:
 
-    symbols clients   direct ingress           Serve proxy               bare FastAPI + uvicorn
-        1       1    1176.5    0.8 /    2.6       112.6    8.5 /   19.0      1381.6    0.7 /    1.6
-        1       8    1755.1    3.7 /   11.6       175.8   44.1 /   79.0      2779.0    2.6 /    6.0
-        1      32    1824.3   16.3 /   33.3       261.5  118.5 /  197.0      2224.0   12.6 /  130.7
-        1      64    2038.0   28.6 /   65.4       285.6  213.8 /  361.0      2342.8   19.8 /  128.4
-      500       1     232.7    3.9 /    7.7        88.9   10.5 /   30.4       260.5    3.3 /    5.5
-      500       8     283.3   27.3 /   42.9       115.0   67.0 /  110.0       229.2   25.2 /  129.6
-      500      32     292.2  103.7 /  161.3       145.1  207.9 /  348.1       189.2  183.9 /  283.7
-      500      64     233.7  258.6 /  349.3       159.0  397.0 /  552.3       204.6  302.4 /  548.3
+    symbols clients  direct ingress          Serve proxy             bare FastAPI+uvicorn
+        1      1    688.9   1.3 /   3.3      91.9  10.1 /  20.9    1163.6   0.9 /   2.0
+        1      8   1583.8   4.1 /  11.9     146.7  52.3 / 102.7    2027.1   3.6 /   8.4
+        1     32   1785.3  16.0 /  34.8     162.0 180.5 / 331.9    1829.8  15.4 / 147.6
+        1     64   1230.0  45.9 / 133.6     138.4 452.7 / 614.5    1894.6  26.3 / 164.2
+      500      1    769.6   1.2 /   3.0      80.2  12.0 /  21.3     628.2   1.6 /   2.8
+      500      8    980.3   7.3 /  17.5     140.0  55.2 /  99.8    1091.3   6.9 /  12.3
+      500     32   1280.4  22.7 /  54.0     136.3 231.1 / 366.9    1081.7  28.0 /  46.0
+      500     64   1133.0  51.6 /  90.0     151.8 410.4 / 615.6    1011.6  54.2 / 221.4
 
-Zero errors. Direct ingress: 84% / 73% of the bare peak with one symbol (2,265.9 / 2,707.6 and
-2,038.0 / 2,779.0) and 127% / 112% with 500; p99 at 8 clients 9.9 / 11.6 ms (aims: 70%, 25
-ms). The same code on 2026-11-26 19:10-19:25 gave 55% / 63% (1,016.7 / 1,841.0 and 821.7 /
-1,300.9), p99 at 8 clients 19.9 / 25.9 ms: the machine's speed moves by day (the bare peak
-moved by half). Per request the ingress replica spent about 1.2 ms of CPU that day, the bare
-server 0.8-0.9 ms: what is left is Serve's own request path in the replica (a py-spy profile
-under load today is flat, no frame above 6%).
+Zero errors. Direct ingress: 81% / 88% of the bare peak with one symbol (1,232.7 / 1,529.8 and
+1,785.3 / 2,027.1) and 75% / 117% with 500 (1,038.7 / 1,385.5 and 1,280.4 / 1,091.3); p99 at 8
+clients 15.4 / 11.9 ms with one symbol and 19.1 / 17.5 ms with 500 (aims: 70%, 25 ms). Before
+the entries kept their JSON (03:53 the same day), 500 symbols gave 306.5 req/s direct (p99 at 8
+clients 41.6 ms) against a bare 241.1: making 500 entries and FastAPI's validate-and-serialize
+took 5 ms a request. The machine's speed moves by day: the bare peak with one symbol was
+1,301-1,841 on 2026-11-26 and 2,708-2,779 early on 2026-11-27.
 """
 
 from __future__ import annotations

@@ -6,13 +6,9 @@ import argparse
 import json
 import math
 
-from mlflow.tracking import MlflowClient
-
 from ray_apps.cli._table import format_table
 from ray_apps.config import load_settings
 from ray_apps.jobs.sweep import add_arguments, run_from_args
-from ray_apps.training.registry import list_versions
-from ray_apps.training.tracking import ensure_reachable
 
 SHOWN_METRICS = ("test_ic", "test_rank_ic", "test_icir", "test_sharpe", "test_max_drawdown")
 
@@ -44,6 +40,12 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    # imported here: MLflow takes a second that `ray-apps --help` need not wait
+    from mlflow.tracking import MlflowClient
+
+    from ray_apps.training.registry import list_versions
+    from ray_apps.training.tracking import ensure_reachable
+
     client = MlflowClient(load_settings().mlflow.uri)
     ensure_reachable(client)
     rows = list_versions(client, args.name)

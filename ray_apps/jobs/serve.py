@@ -12,7 +12,6 @@ import sys
 from ray_apps._private.ray_cluster import connect_ray
 from ray_apps.config import Settings
 from ray_apps.jobs import run_job
-from ray_apps.serving.control import serve_down, serve_status, serve_up
 from ray_apps.streaming.topics import ensure_topics
 
 
@@ -30,6 +29,9 @@ def add_serve_arguments(actions: argparse._SubParsersAction) -> None:
 
 def run_action(args: argparse.Namespace, settings: Settings) -> str:
     """Run one ``serve`` action and return what to print."""
+    # imported here: Serve and MLflow take seconds that `ray-apps --help` need not wait
+    from ray_apps.serving.control import serve_down, serve_status, serve_up
+
     connect_ray(settings, log_to_driver=False)  # replica logs: the dashboard's Serve tab
     if args.action == "up":
         if settings.serve.publish_predictions:

@@ -15,7 +15,6 @@ from pathlib import Path
 from ray_apps.config import Settings
 from ray_apps.errors import UserError
 from ray_apps.jobs import run_job
-from ray_apps.training.sweep import run_sweep
 from ray_apps.training.sweep_spec import load_sweep_spec, with_horizon
 
 
@@ -46,6 +45,9 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> str:
         spec = spec.model_copy(update={"num_samples": args.num_samples})
     if args.horizon is not None:
         spec = with_horizon(spec, args.horizon)
+    # imported here: it loads torch and Ray Tune, seconds that `ray-apps --help` need not wait
+    from ray_apps.training.sweep import run_sweep
+
     return run_sweep(spec, settings, resume=args.resume).render()
 
 

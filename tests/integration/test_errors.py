@@ -57,11 +57,13 @@ def test_the_same_error_in_a_submitted_job_is_one_line_in_its_log(stack, tmp_pat
     assert "Traceback" not in done.stdout + done.stderr
 
 
-#: A driver whose actor holds all but half a CPU of the free ones until its stdin closes (the
-#: actor goes with its driver), as a running Serve app and stream consumers hold theirs.
+#: A driver whose actor holds all but half a CPU of the free ones until its stdin closes, as a
+#: running Serve app and stream consumers hold theirs; it says when the actor is gone.
 CPU_HOLDER = """
 import sys
+import time
 import ray
+from ray.util.state import list_actors
 from ray_apps._private.ray_cluster import connect_ray
 from ray_apps.config import load_settings
 connect_ray(load_settings())
@@ -76,6 +78,11 @@ holder = CpuHolder.remote()
 ray.get(holder.ready.remote())
 print("held", flush=True)
 sys.stdin.read()
+ray.kill(holder)
+alive = [("class_name", "=", "CpuHolder"), ("state", "=", "ALIVE")]
+while list_actors(address=ray.get_runtime_context().gcs_address, filters=alive):
+    time.sleep(0.1)
+print("released", flush=True)
 """
 
 
@@ -98,6 +105,8 @@ def test_work_whose_tasks_could_never_start_is_refused_in_one_line(stack):
         assert "CpuHolder" in done.stderr and done.stderr.count("\n") == 1, done.stderr
     finally:
         holder.stdin.close()
+        released = holder.stdout.readline().strip()
         holder.wait(timeout=60)
+    assert released == "released"
     done = stack.cli("ingest", "--source", "synthetic:2:50", timeout=300)  # the CPUs are back
     assert done.returncode == 0, done.stdout + done.stderr

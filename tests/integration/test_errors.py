@@ -86,7 +86,12 @@ print("released", flush=True)
 """
 
 
-def test_work_whose_tasks_could_never_start_is_refused_in_one_line(stack):
+def test_work_whose_tasks_could_never_start_is_refused_in_one_line(stack, tmp_path):
+    bars = tmp_path / "bars.csv"  # a file and an output only: the session's store is untouched
+    lines = ["symbol,ts,open,high,low,close,volume"]
+    lines += [f"A,2024-01-{day:02d},10,11,9,10.5,100" for day in range(1, 29)]
+    bars.write_text("\n".join(lines) + "\n")
+    command = ("features", "compute", "--engine", "ray", "--input", str(bars), "--output")
     holder = subprocess.Popen(
         [sys.executable, "-c", CPU_HOLDER],
         env=stack.env,
@@ -96,17 +101,19 @@ def test_work_whose_tasks_could_never_start_is_refused_in_one_line(stack):
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        done = stack.cli("ingest", "--source", "synthetic:2:50", timeout=300)
+        done = stack.cli(*command, str(tmp_path / "refused.parquet"), timeout=300)
         assert done.returncode == 2, done.stdout + done.stderr
         assert done.stderr.startswith(
-            "ray-apps: ingest of a synthetic source: a task asks for 1 CPU(s) and running "
+            "ray-apps: features compute --engine ray: a task asks for 1 CPU(s) and running "
             "actors hold"
         ), done.stderr
         assert "CpuHolder" in done.stderr and done.stderr.count("\n") == 1, done.stderr
+        assert not (tmp_path / "refused.parquet").exists()
     finally:
         holder.stdin.close()
         released = holder.stdout.readline().strip()
         holder.wait(timeout=60)
     assert released == "released"
-    done = stack.cli("ingest", "--source", "synthetic:2:50", timeout=300)  # the CPUs are back
+    done = stack.cli(*command, str(tmp_path / "out.parquet"), timeout=300)  # the CPUs are back
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "features (ray): 28 rows" in done.stdout, done.stdout

@@ -14,7 +14,7 @@ peak against the bare peak.
 
     python bench/serve.py [--symbols 500] [--seconds 3] [--concurrency 1 8 32 64]
 
-Measured 2026-11-27 06:57 and 07:05, 2-core machine, nothing else running, two runs, 3 s a
+Measured 2026-11-27 06:14 and 07:04, 2-core machine, nothing else running, two runs, 3 s a
 point, ridge model, 500 symbols; req/s and p50 / p99 ms. All three answer from the champion's
 last scoring of the universe (rescored on the online store's events), each symbol's entry and
 its JSON made once per scoring. First run:

@@ -19,8 +19,10 @@ def test_defaults_fit_two_cores_with_fixed_replicas():
     assert ingress.num_replicas == 1 and ingress.ray_actor_options["num_cpus"] == 0.1
     assert [m.name for m in models] == ["champion", "challenger"]
     for model in models:
-        assert model.num_replicas == 1 and model.ray_actor_options["num_cpus"] == 0.25
+        assert model.num_replicas == 1 and model.ray_actor_options["num_cpus"] == 0.1
         assert model._deployment_config.autoscaling_config is None
+    held = sum(d.ray_actor_options["num_cpus"] for d in (ingress, *models))
+    assert 2 - held - Settings().stream.consumer_cpus >= 1  # with a consumer: a task still starts
 
 
 def test_model_max_replicas_turns_on_autoscaling_from_model_replicas():

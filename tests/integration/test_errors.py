@@ -8,12 +8,13 @@ from .conftest import BIN
 REPEATED = "ray-apps: bars repeat (symbol, ts) = (A, 2024-01-03 00:00:00+00:00)"
 
 
-def repeated_bars(tmp_path):
-    """A bars file whose symbol A repeats one time: the Ray Data read task refuses it."""
+def bars_file(tmp_path, repeat: bool = False):
+    """28 daily bars of symbol A; with ``repeat`` one of them twice (a Ray Data task refuses it)."""
     lines = ["symbol,ts,open,high,low,close,volume"]
     lines += [f"A,2024-01-{day:02d},10,11,9,10.5,100" for day in range(1, 29)]
-    lines.append("A,2024-01-03,10,11,9,10.5,100")
-    path = tmp_path / "repeated.csv"
+    if repeat:
+        lines.append("A,2024-01-03,10,11,9,10.5,100")
+    path = tmp_path / ("repeated.csv" if repeat else "bars.csv")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -25,7 +26,7 @@ def test_a_user_error_in_a_ray_data_task_is_one_line(stack, tmp_path):
         "--engine",
         "ray",
         "--input",
-        str(repeated_bars(tmp_path)),
+        str(bars_file(tmp_path, repeat=True)),
         "--output",
         str(tmp_path / "out.parquet"),
     )
@@ -47,7 +48,7 @@ def test_the_same_error_in_a_submitted_job_is_one_line_in_its_log(stack, tmp_pat
         "--engine",
         "ray",
         "--input",
-        str(repeated_bars(tmp_path)),
+        str(bars_file(tmp_path, repeat=True)),
         "--output",
         str(tmp_path / "out.parquet"),
         env=stack.job_env(),
@@ -87,10 +88,7 @@ print("released", flush=True)
 
 
 def test_work_whose_tasks_could_never_start_is_refused_in_one_line(stack, tmp_path):
-    bars = tmp_path / "bars.csv"  # a file and an output only: the session's store is untouched
-    lines = ["symbol,ts,open,high,low,close,volume"]
-    lines += [f"A,2024-01-{day:02d},10,11,9,10.5,100" for day in range(1, 29)]
-    bars.write_text("\n".join(lines) + "\n")
+    bars = bars_file(tmp_path)  # a file and an output only: the session's store is untouched
     command = ("features", "compute", "--engine", "ray", "--input", str(bars), "--output")
     holder = subprocess.Popen(
         [sys.executable, "-c", CPU_HOLDER],
